@@ -1,0 +1,110 @@
+"""Easel: start the web UI and/or the API.
+
+flags -> paths and settings -> job queue and model manager -> FastAPI app
+with the /sdapi/v1 API and the Gradio page mounted -> uvicorn on 127.0.0.1.
+The page answers at once: the model loads in the background on the worker
+queue, and torch/diffusers are imported there, not here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DISABLE_TELEMETRY", "1")
+
+STARTED = time.perf_counter()
+log = logging.getLogger("easel")
+
+SHARE_UNAVAILABLE = ("--share: a public link needs Gradio's tunnel service on the internet, which this "
+                     "machine cannot reach; serving locally only.")
+
+
+def build_state(cmd_opts):
+    """Paths, settings, queue and model manager, installed into modules.shared."""
+    from modules import model_manager, options, paths as paths_module, shared
+    from modules.jobs import JobQueue
+
+    paths = paths_module.from_cmd_opts(cmd_opts)
+    paths.ensure_dirs()
+    opts = options.Options()
+    opts.load(paths.config_file)
+    queue = JobQueue()
+
+    def choose_device():
+        from modules import devices
+
+        choice = devices.choose(cmd_opts, getattr(opts, "precision", "fp32"))
+        log.info("device: %s", choice.describe())
+        return choice
+
+    models = model_manager.ModelManager(queue, paths, opts, choose_device, extra_checkpoints=[cmd_opts.ckpt])
+    shared.init(cmd_opts=cmd_opts, opts=opts, paths=paths, queue=queue, models=models)
+    return shared
+
+
+def create_app(cmd_opts):
+    """The FastAPI app with the API (when asked) and the page (unless --nowebui)."""
+    from fastapi import FastAPI
+
+    from modules import cmd_args, security
+
+    shared = build_state(cmd_opts)
+    app = FastAPI(title="Easel", docs_url="/docs" if (cmd_opts.api or cmd_opts.nowebui) else None)
+    security.install(app, cmd_opts)
+    if cmd_opts.api or cmd_opts.nowebui:
+        from modules.api import routes
+
+        routes.mount(app)
+    if not cmd_opts.nowebui:
+        import gradio as gr
+
+        from modules import ui
+
+        blocks = ui.create_ui()
+        credentials = cmd_args.gradio_credentials(cmd_opts)
+        app = gr.mount_gradio_app(app, blocks, path="/", auth=credentials or None, **ui.ui_launch_kwargs())
+    return app, shared
+
+
+def start_model_load(shared, cmd_opts) -> None:
+    if shared.models.checkpoints():
+        try:
+            shared.models.request_load(cmd_opts.ckpt)
+        except ValueError as exc:
+            log.error("%s", exc)
+    else:
+        log.warning("%s", shared.models.status_text())
+
+
+def main(argv=None) -> None:
+    from modules import cmd_args
+
+    cmd_opts = cmd_args.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if cmd_opts.exit:
+        return
+    app, shared = create_app(cmd_opts)
+    start_model_load(shared, cmd_opts)
+    host = cmd_args.server_name(cmd_opts)
+    if cmd_opts.share:
+        print(SHARE_UNAVAILABLE, flush=True)
+    if cmd_opts.listen and not (cmd_opts.gradio_auth or cmd_opts.gradio_auth_path or getattr(cmd_opts, "api_auth", None)):
+        print("WARNING: --listen makes Easel reachable from other machines and no --gradio-auth/--api-auth is set.", flush=True)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown_host}:{cmd_opts.port}"
+    print(f"Running on local URL:  {url}  (ready in {time.perf_counter() - STARTED:.1f} s)", flush=True)
+    if cmd_opts.autolaunch:
+        import webbrowser
+
+        webbrowser.open(url)
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=cmd_opts.port, log_level="warning", timeout_graceful_shutdown=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Easel's generation path against a plain diffusers pipeline on the same model, plus
+the cost of live previews and the launch-to-page time.
+
+    venv/bin/python -m benchmarks.bench_generation [--ckpt models/Stable-diffusion/easel-demo.safetensors]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from benchmarks.timing import median_seconds, print_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(ckpt: str | None):
+    from modules import sd_models
+
+    if ckpt is None:
+        demo = ROOT / "models" / "Stable-diffusion" / "easel-demo.safetensors"
+        if demo.exists():
+            ckpt = str(demo)
+        else:
+            from tests.factories import make_tiny_checkpoint
+
+            ckpt = str(make_tiny_checkpoint(Path(tempfile.mkdtemp()), "sd1"))
+    return sd_models.load_model(ckpt, torch.device("cpu"), torch.float32)
+
+
+def easel_run(model, steps: int, size: int, preview_type: str, every: int):
+    from modules import jobs, options, processing, shared
+
+    opts = options.Options()
+    opts.set("show_progress_type", preview_type if preview_type != "None" else "Approx cheap")
+    opts.set("show_progress_every_n_steps", every)
+    opts.set("live_previews_enable", preview_type != "None")
+    queue = jobs.JobQueue()
+
+    def run():
+        shared.init(opts=opts, queue=queue)
+        p = processing.StableDiffusionProcessingTxt2Img(sd_model=model, prompt="a red circle", negative_prompt="",
+                                                         seed=1, steps=steps, width=size, height=size,
+                                                         sampler_name="Euler", do_not_save_samples=True)
+        shared.queue.run_now(lambda job: processing.process_images(p))
+    return run
+
+
+def diffusers_run(model, steps: int, size: int):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoders[0], tokenizer=model.tokenizers[0],
+                                   unet=model.unet, scheduler=EulerDiscreteScheduler.from_config(model.scheduler_config),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run():
+        pipe("a red circle", num_inference_steps=steps, guidance_scale=7.0, height=size, width=size,
+             generator=torch.Generator().manual_seed(1))
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_to_page_seconds() -> float:
+    port = free_port()
+    data = tempfile.mkdtemp()
+    env = dict(os.environ, COMMANDLINE_ARGS="")
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", data], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("page did not answer within 120 s")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=0, help="image side; default the family's native size")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load(args.ckpt)
+    size = args.size or model.family.native_size
+    runs = {
+        "diffusers pipeline (baseline)": diffusers_run(model, args.steps, size),
+        "Easel, previews off": easel_run(model, args.steps, size, "None", 1),
+        "Easel, cheap preview every step": easel_run(model, args.steps, size, "Approx cheap", 1),
+        "Easel, full VAE preview every 5 steps": easel_run(model, args.steps, size, "Full", 5),
+    }
+    times = {name: median_seconds(fn, repeats=3) for name, fn in runs.items()}
+    base = times["diffusers pipeline (baseline)"]
+    off = times["Easel, previews off"]
+    rows = [[name, f"{t:.3f}", f"{t / args.steps * 1000:.1f}", f"{t / base:.2f}x", f"{(t / off - 1):+.1%}"]
+            for name, t in times.items()]
+    print_table(f"{model.checkpoint.name} ({model.family.id}), {size}x{size}, {args.steps} steps, CFG 7, "
+                f"{torch.get_num_threads()} threads", ["run", "s/image", "ms/step", "vs diffusers", "vs previews off"], rows)
+    launch = launch_to_page_seconds()
+    print_table("Launch to page", ["what", "seconds"], [["app.py start -> GET / 200", f"{launch:.2f}"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Where the model runs and in which precision.
+
+CPU: fp32 by default, bf16 when asked (fp16 is ~1000x slower on CPUs without
+fp16 matmul units, so it is never chosen on CPU). CUDA: fp16 unless
+--no-half / --precision full. Attention: PyTorch SDPA by default (diffusers'
+AttnProcessor2_0); xformers on CUDA when installed and --xformers is given.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: torch.device
+    dtype: torch.dtype          # U-Net and text encoder
+    vae_dtype: torch.dtype
+    attention: str              # "sdpa" | "xformers"
+
+    def describe(self) -> str:
+        name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return f"{self.device.type} {name[self.dtype]} (VAE {name[self.vae_dtype]}), attention {self.attention}"
+
+
+def _cuda_usable(cmd_opts) -> bool:
+    use_cpu = getattr(cmd_opts, "use_cpu", None) or []
+    if "all" in use_cpu or "sd" in use_cpu:
+        return False
+    return torch.cuda.is_available()
+
+
+def choose(cmd_opts, precision_setting: str = "fp32") -> DeviceChoice:
+    """Pick device, dtypes and attention backend from flags and the precision setting."""
+    precision_flag = getattr(cmd_opts, "precision", None)
+    no_half = getattr(cmd_opts, "no_half", False) or precision_flag == "full"
+    if _cuda_usable(cmd_opts):
+        device = torch.device("cuda")
+        dtype = torch.float32 if no_half else torch.float16
+        vae_dtype = torch.float32 if (no_half or getattr(cmd_opts, "no_half_vae", False)) else dtype
+    else:
+        device = torch.device("cpu")
+        wants_bf16 = precision_flag == "bf16" or (precision_flag is None and precision_setting == "bf16")
+        dtype = torch.bfloat16 if wants_bf16 and not no_half else torch.float32
+        vae_dtype = torch.float32 if getattr(cmd_opts, "no_half_vae", False) else dtype
+    attention = "sdpa"
+    if getattr(cmd_opts, "xformers", False):
+        if device.type == "cuda" and _xformers_installed():
+            attention = "xformers"
+        else:
+            log.warning("--xformers ignored: it needs a CUDA GPU and the xformers package; using PyTorch SDPA")
+    return DeviceChoice(device, dtype, vae_dtype, attention)
+
+
+def _xformers_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xformers") is not None
+
+
+def apply_attention(unet, vae, attention: str) -> None:
+    """Set the attention processor on the diffusers models."""
+    if attention == "xformers":
+        unet.enable_xformers_memory_efficient_attention()
+        vae.enable_xformers_memory_efficient_attention()
+        return
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())
+    vae.set_attn_processor(AttnProcessor2_0())

@@ -1,0 +1,376 @@
+"""Processing objects (A1111's names and fields) and `process_images`, the one generation path.
+
+The page, the API, scripts and the evaluator all build a
+`StableDiffusionProcessingTxt2Img` and call `process_images(p)` on the worker
+thread. Steps: validate -> seeds and prompts per image -> per batch: encode,
+draw noise, sample, decode -> infotext, save, collect -> `Processed`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modules import infotext, previews, rng, samplers, sampling, text_encoding
+
+log = logging.getLogger(__name__)
+
+EASEL_VERSION = "easel-0.1"
+MAX_STEPS = 150
+MAX_SIDE = 4096
+
+
+@dataclass
+class StableDiffusionProcessing:
+    prompt: Any = ""
+    negative_prompt: Any = ""
+    styles: list = field(default_factory=list)
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str = "Euler a"
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool = False
+    tiling: bool = False
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_churn: float = 0.0
+    s_tmax: float | None = None
+    s_tmin: float = 0.0
+    s_noise: float = 1.0
+    override_settings: dict = field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+    extra_generation_params: dict = field(default_factory=dict)
+    sd_model: Any = None               # LoadedModel; None = the one loaded in shared.models
+    scripts: Any = None
+    script_args: Any = ()
+    task_id: str | None = None
+    # filled in by process_images (A1111 names; extensions read them)
+    all_prompts: list = field(default_factory=list)
+    all_negative_prompts: list = field(default_factory=list)
+    all_seeds: list = field(default_factory=list)
+    all_subseeds: list = field(default_factory=list)
+    iteration: int = 0
+
+    is_img2img = False
+    outdir_kind = "txt2img-images"
+
+    @property
+    def sampler_label(self) -> str:
+        return samplers.resolve(self.sampler_name, self.scheduler)[0].name
+
+
+@dataclass
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    all_hr_prompts: list = field(default_factory=list)
+    all_hr_negative_prompts: list = field(default_factory=list)
+
+
+@dataclass
+class Processed:
+    images: list
+    infotexts: list
+    seed: int
+    all_seeds: list
+    subseed: int
+    all_subseeds: list
+    prompt: str
+    all_prompts: list
+    negative_prompt: str
+    all_negative_prompts: list
+    width: int
+    height: int
+    sampler_name: str
+    cfg_scale: float
+    steps: int
+    batch_size: int
+    sd_model_name: str
+    sd_model_hash: str
+    clip_skip: int
+    job_timestamp: str
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = -1
+    seed_resize_from_h: int = -1
+    styles: list = field(default_factory=list)
+    extra_generation_params: dict = field(default_factory=dict)
+    index_of_first_image: int = 0
+    interrupted: bool = False
+    saved_paths: list = field(default_factory=list)
+    latents: list = field(default_factory=list)      # final latents per image (CPU), for later passes and tests
+
+    @property
+    def info(self) -> str:
+        return self.infotexts[0] if self.infotexts else ""
+
+    def js(self) -> str:
+        """A1111's JSON `info` string (the API returns it as `info`)."""
+        return json.dumps({
+            "prompt": self.prompt, "all_prompts": self.all_prompts, "negative_prompt": self.negative_prompt,
+            "all_negative_prompts": self.all_negative_prompts, "seed": self.seed, "all_seeds": self.all_seeds,
+            "subseed": self.subseed, "all_subseeds": self.all_subseeds, "subseed_strength": self.subseed_strength,
+            "width": self.width, "height": self.height, "sampler_name": self.sampler_name, "cfg_scale": self.cfg_scale,
+            "steps": self.steps, "batch_size": self.batch_size, "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": self.sd_model_name, "sd_model_hash": self.sd_model_hash, "seed_resize_from_w": self.seed_resize_from_w,
+            "seed_resize_from_h": self.seed_resize_from_h, "denoising_strength": None,
+            "extra_generation_params": self.extra_generation_params, "index_of_first_image": self.index_of_first_image,
+            "infotexts": self.infotexts, "styles": self.styles, "job_timestamp": self.job_timestamp,
+            "clip_skip": self.clip_skip, "is_using_inpainting_conditioning": False,
+        })
+
+
+def fix_seed(p: StableDiffusionProcessing) -> None:
+    """Replace -1 seeds with concrete random ones (A1111 `fix_seed`)."""
+    p.seed = rng.fix_seed(p.seed)
+    p.subseed = rng.fix_seed(p.subseed)
+
+
+def validate(p: StableDiffusionProcessing, family) -> None:
+    """Reject bad parameters with a message naming the field and the allowed range."""
+    multiple = 8
+    for name in ("width", "height"):
+        value = getattr(p, name)
+        if not isinstance(value, int) or value < 64 or value > MAX_SIDE or value % multiple:
+            raise ValueError(f"{name} must be a multiple of {multiple} between 64 and {MAX_SIDE}, got {value!r}")
+    if not isinstance(p.steps, int) or not 1 <= p.steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {p.steps!r}")
+    if not 1 <= p.batch_size <= 64:
+        raise ValueError(f"batch_size must be between 1 and 64, got {p.batch_size!r}")
+    if not 1 <= p.n_iter <= 1000:
+        raise ValueError(f"n_iter must be between 1 and 1000, got {p.n_iter!r}")
+    if not 0.0 <= float(p.cfg_scale) <= 100.0:
+        raise ValueError(f"cfg_scale must be between 0 and 100, got {p.cfg_scale!r}")
+    if not 0.0 <= float(p.subseed_strength) <= 1.0:
+        raise ValueError(f"subseed_strength must be between 0 and 1, got {p.subseed_strength!r}")
+    samplers.resolve(p.sampler_name, p.scheduler)  # raises ValueError naming the allowed names
+    if getattr(p, "enable_hr", False):
+        raise ValueError("enable_hr: hires fix is not available in this version of Easel")
+
+
+def _current_model(p):
+    if p.sd_model is not None:
+        return p.sd_model
+    from modules import shared
+
+    return shared.models.require_model()
+
+
+def _setting(name: str, default):
+    from modules import shared
+
+    try:
+        return getattr(shared.opts, name)
+    except (AttributeError, KeyError):
+        return default
+
+
+def _per_image(value, count: int) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * count
+
+
+def _prepare(p: StableDiffusionProcessing) -> None:
+    fix_seed(p)
+    count = p.batch_size * p.n_iter
+    p.all_prompts = _per_image(p.prompt, count)
+    p.all_negative_prompts = _per_image(p.negative_prompt or "", count)
+    if len(p.all_prompts) != count or len(p.all_negative_prompts) != count:
+        raise ValueError(f"prompt lists must have batch_size * n_iter = {count} entries")
+    p.all_seeds = [p.seed + i for i in range(count)]
+    p.all_subseeds = [p.subseed + i for i in range(count)]
+
+
+def latent_factor(model) -> int:
+    """Pixels per latent cell, read from the loaded VAE (tiny test VAEs differ from their family's)."""
+    return 2 ** (len(model.vae.config.block_out_channels) - 1)
+
+
+def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | None) -> str:
+    """A1111 infotext for image `index` of the job (REFERENCE section 1)."""
+    sampler, _ = samplers.resolve(p.sampler_name, p.scheduler)
+    params = {
+        "Steps": p.steps,
+        "Sampler": sampler.name,
+        "Schedule type": scheduler_label,
+        "CFG scale": p.cfg_scale,
+        "Seed": p.all_seeds[index],
+        "Size": f"{p.width}x{p.height}",
+        "Model hash": model.checkpoint.shorthash(),
+        "Model": model.checkpoint.model_name,
+        "VAE hash": getattr(model, "vae_hash", None),
+        "VAE": getattr(model, "vae_name", None),
+        "Variation seed": p.all_subseeds[index] if p.subseed_strength > 0 else None,
+        "Variation seed strength": p.subseed_strength if p.subseed_strength > 0 else None,
+        "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0 else None,
+        "Denoising strength": p.denoising_strength,
+        "Clip skip": clip_skip if clip_skip > 1 else None,
+        **p.extra_generation_params,
+        "Version": EASEL_VERSION,
+    }
+    return infotext.create_infotext(p.all_prompts[index], p.all_negative_prompts[index], params)
+
+
+def _conditioning(model, prompts: list[str], negatives: list[str], clip_skip: int, cache: dict):
+    """Encode prompts and negatives (each distinct text once per job)."""
+    def encode(texts):
+        key = tuple(texts)
+        if key not in cache:
+            cache[key] = text_encoding.encode_prompts(model, list(texts), clip_skip=clip_skip)
+        return cache[key]
+
+    cond, uncond = encode(prompts), encode(negatives)
+    return text_encoding.pad_to_same_length(cond, uncond)
+
+
+def _added_cond(model, cond, uncond, width: int, height: int) -> dict | None:
+    """SDXL's extra conditioning: pooled text embeds and size/crop time ids."""
+    if model.family.conditioning != "sdxl":
+        return None
+    batch = cond.embeds.shape[0]
+    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(2 * batch, 1)
+    return {"text_embeds": torch.cat([uncond.pooled, cond.pooled]), "time_ids": time_ids}
+
+
+def _preview_callback(model, state, steps: int, batch_offset: int):
+    every = int(_setting("show_progress_every_n_steps", 1))
+    method = _setting("show_progress_type", "Approx cheap") if _setting("live_previews_enable", True) else "None"
+    total_calls = None
+
+    def on_step(index: int, total: int, x0: torch.Tensor) -> None:
+        nonlocal total_calls
+        total_calls = total
+        # multi-call samplers (Heun, DPM2) run ~2 scheduler steps per user step
+        state.sampling_step = min(steps, round((index + 1) * steps / total))
+        if state.interrupted or state.skipped:
+            raise sampling.StopSampling
+        if method != "None" and every > 0 and (state.sampling_step % every == 0) and state.sampling_step < steps:
+            image = previews.make_preview(model, x0[0], method)
+            if image is not None:
+                state.set_preview(image)
+
+    return on_step
+
+
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Generate all images of `p` (applying `override_settings` for the job)."""
+    from modules import jobs
+
+    restore = _apply_overrides(p.override_settings)
+    try:
+        return _process(p, jobs.current_state())
+    finally:
+        if p.override_settings_restore_afterwards:
+            restore()
+
+
+def _apply_overrides(overrides: dict):
+    from modules import shared
+
+    if not overrides:
+        return lambda: None
+    saved = {}
+    for key, value in overrides.items():
+        if key == "sd_model_checkpoint":
+            continue  # switching model is a job of its own (model_manager); handled by the caller
+        saved[key] = getattr(shared.opts, key)
+        shared.opts.set(key, value)
+
+    def restore():
+        for key, value in saved.items():
+            shared.opts.set(key, value)
+
+    return restore
+
+
+def _process(p: StableDiffusionProcessing, state) -> Processed:
+    model = _current_model(p)
+    validate(p, model.family)
+    _prepare(p)
+    clip_skip = int(_setting("CLIP_stop_at_last_layers", 1))
+    sampler, schedule = samplers.resolve(p.sampler_name, p.scheduler)
+    applied = samplers.effective_schedule(sampler, schedule)
+    schedule_label = applied.label if applied is not None else None
+    factor = latent_factor(model)
+    latent_shape = (model.family.latent_channels, p.height // factor, p.width // factor)
+    resize_from = (p.seed_resize_from_w // factor, p.seed_resize_from_h // factor) if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0 else (0, 0)
+
+    state.job_count = p.n_iter
+    state.sampling_steps = p.steps
+    images, infotexts, saved, final_latents = [], [], [], []
+    cache: dict = {}
+    for n in range(p.n_iter):
+        if state.interrupted:
+            break
+        state.job_no, state.sampling_step, state.skipped = n, 0, False
+        p.iteration = n
+        first = n * p.batch_size
+        window = slice(first, first + p.batch_size)
+        seeds, subseeds = p.all_seeds[window], p.all_subseeds[window]
+        cond, uncond = _conditioning(model, p.all_prompts[window], p.all_negative_prompts[window], clip_skip, cache)
+        noise = rng.batch_noise(latent_shape, seeds, subseeds, p.subseed_strength, resize_from)
+        scheduler = samplers.create_scheduler(sampler.name, schedule.id, model.scheduler_config, p.steps, seeds=seeds)
+        scheduler.set_timesteps(p.steps, device=model.device)
+        request = sampling.SamplingRequest(
+            noise=noise, cond=cond.embeds, uncond=uncond.embeds, cfg_scale=float(p.cfg_scale),
+            added_cond=_added_cond(model, cond, uncond, p.width, p.height),
+            generators=rng.generators(seeds), eta=p.eta,
+        )
+        latents = sampling.sample(model.unet, scheduler, request, model.device, model.dtype,
+                                  on_step=_preview_callback(model, state, p.steps, first))
+        if state.interrupted or state.skipped:
+            continue  # the unfinished batch is dropped; finished images stay
+        state.sampling_step = p.steps
+        batch_images = previews.tensor_to_images(previews.decode_latents(model, latents))
+        final_latents.extend(latents.float().cpu())
+        for offset, image in enumerate(batch_images):
+            index = first + offset
+            text = build_infotext(p, model, index, clip_skip, schedule_label)
+            images.append(image)
+            infotexts.append(text)
+            if not p.do_not_save_samples and _setting("samples_save", True):
+                saved.append(_save(p, image, index, text))
+    return Processed(
+        images=images, infotexts=infotexts, seed=p.all_seeds[0], all_seeds=p.all_seeds, subseed=p.all_subseeds[0],
+        all_subseeds=p.all_subseeds, prompt=p.all_prompts[0], all_prompts=p.all_prompts,
+        negative_prompt=p.all_negative_prompts[0], all_negative_prompts=p.all_negative_prompts,
+        width=p.width, height=p.height, sampler_name=sampler.name, cfg_scale=p.cfg_scale, steps=p.steps,
+        batch_size=p.batch_size, sd_model_name=model.checkpoint.model_name, sd_model_hash=model.checkpoint.shorthash(),
+        clip_skip=clip_skip, job_timestamp=state.job_timestamp, subseed_strength=p.subseed_strength,
+        seed_resize_from_w=p.seed_resize_from_w, seed_resize_from_h=p.seed_resize_from_h, styles=list(p.styles),
+        extra_generation_params=dict(p.extra_generation_params), interrupted=state.interrupted, saved_paths=saved,
+        latents=final_latents,
+    )
+
+
+def _save(p, image, index: int, text: str) -> str:
+    from modules import images as image_files, shared
+
+    outdir = p.outpath_samples or str(shared.paths.outputs_dir / p.outdir_kind / time.strftime("%Y-%m-%d"))
+    path, _ = image_files.save_image(image, outdir, "", seed=p.all_seeds[index], prompt=p.all_prompts[index],
+                                     extension=_setting("samples_format", "png"), info=text, p=p)
+    return path
