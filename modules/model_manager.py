@@ -125,8 +125,8 @@ class ModelManager:
         if self.current is not None and self.current.checkpoint.filename == info.filename:
             self._status = f"Ready: {info.title}"
             return self.current
-        self._status = f"Loading {info.name}…"
         self.unload_now()
+        self._status = f"Loading {info.name}…"
         started = time.perf_counter()
         try:
             model = sd_models.load_model(info, self.device_choice.device, self.device_choice.dtype)
