@@ -46,27 +46,51 @@ def build_state(cmd_opts):
     return shared
 
 
+def load_extensions(shared, cmd_opts) -> None:
+    """Extensions: find, install where needed, import scripts (timed), register their settings."""
+    from modules import extensions, script_callbacks, scripts
+
+    script_callbacks.clear_callbacks()   # create_app may run more than once in one process (tests)
+    extensions.register_options(shared.opts)
+    found = []
+    exts = extensions.discover(shared.paths, cmd_opts, shared.opts.disabled_extensions, found)
+    extensions.installed[:] = found
+    extensions.loaded[:] = exts
+    extensions.run_installs(exts)
+    scripts.load_scripts(exts)
+    extensions.print_load_times(cmd_opts)
+    scripts.initialize_runners()
+    script_callbacks.ui_settings_callback()
+    shared.models.callbacks.append(script_callbacks.model_loaded_callback)
+
+
 def create_app(cmd_opts):
     """The FastAPI app with the API (when asked) and the page (unless --nowebui)."""
     from fastapi import FastAPI
 
     from modules import cmd_args, security
 
+    from modules import script_callbacks
+
     shared = build_state(cmd_opts)
+    load_extensions(shared, cmd_opts)
     app = FastAPI(title="Easel", docs_url="/docs" if (cmd_opts.api or cmd_opts.nowebui) else None)
     security.install(app, cmd_opts)
     if cmd_opts.api or cmd_opts.nowebui:
         from modules.api import routes
 
         routes.mount(app)
+    blocks = None
     if not cmd_opts.nowebui:
         import gradio as gr
 
         from modules import ui
 
+        script_callbacks.before_ui_callback()
         blocks = ui.create_ui()
         credentials = cmd_args.gradio_credentials(cmd_opts)
         app = gr.mount_gradio_app(app, blocks, path="/", auth=credentials or None, **ui.ui_launch_kwargs())
+    script_callbacks.app_started_callback(blocks, app)
     return app, shared
 
 
@@ -81,13 +105,16 @@ def start_model_load(shared, cmd_opts) -> None:
 
 
 def main(argv=None) -> None:
-    from modules import cmd_args
+    import atexit
 
-    cmd_opts = cmd_args.parse_args(argv)
+    from modules import cmd_args, extensions, script_callbacks
+
+    cmd_opts = extensions.parse_args_with_extensions(argv)   # extensions' preload.py add flags first
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if cmd_opts.exit:
         return
     app, shared = create_app(cmd_opts)
+    atexit.register(script_callbacks.script_unloaded_callback)
     start_model_load(shared, cmd_opts)
     host = cmd_args.server_name(cmd_opts)
     if cmd_opts.share:

@@ -26,6 +26,8 @@ import piexif
 import piexif.helper
 from PIL import Image, PngImagePlugin
 
+from modules import script_callbacks
+
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 MAX_PART_CHARS = 128       # A1111's cap on one pattern part (the prompt)
 MAX_NAME_CHARS = 128       # whole file/folder name, extension included
@@ -253,6 +255,10 @@ def save_image(image, path, basename, seed=None, prompt=None, extension="png", i
     else:
         fullfn = os.path.join(path, safe_name(f"{forced_filename}.{extension}"))
 
+    # extensions' on_before_image_saved may replace the image or edit the infotext
+    params = script_callbacks.ImageSaveParams(image, p, fullfn, {pnginfo_section_name: info})
+    script_callbacks.before_image_saved_callback(params)
+    image, info = params.image, params.pnginfo.get(pnginfo_section_name, info)
     write_info = info if _opt("enable_pnginfo") or extension != "png" else None
     try:
         _write_atomic(fullfn, _encode(image, FORMATS[extension], write_info, pnginfo_section_name, existing_info))
@@ -265,6 +271,7 @@ def save_image(image, path, basename, seed=None, prompt=None, extension="png", i
     if info is not None and _opt("save_txt"):
         txt_fullfn = os.path.splitext(fullfn)[0] + ".txt"
         _write_atomic(txt_fullfn, str(info).encode("utf-8"))
+    script_callbacks.image_saved_callback(params)
     return fullfn, txt_fullfn
 
 

@@ -35,7 +35,7 @@ class ModelManager:
 
     # -- listing ---------------------------------------------------------------
     def refresh(self) -> list:
-        from modules import sd_models
+        from modules import checkpoints as sd_models  # listing needs no torch
 
         with self._lock:
             cache = str(self.paths.cache_file)
@@ -146,11 +146,22 @@ class ModelManager:
         return model
 
     def load_vae_now(self, name: str):
+        """Apply a VAE file from the VAE folder, or go back to the checkpoint's own ("Automatic"/"None")."""
         from modules import sd_vae
 
         if self.current is None:
             raise RuntimeError("load a checkpoint before choosing a VAE")
-        sd_vae.apply_vae(self.current, name, [self.paths.vae_dir])
+        if name in ("Automatic", "None", None, ""):
+            self.opts.set("sd_vae", name or "Automatic")
+            if getattr(self.current, "vae_path", None):   # an external VAE is in place: reload the checkpoint's own
+                info = self.current.checkpoint
+                self.unload_now()
+                self.load_now(info)
+            return name
+        vae = next((v for v in sd_vae.list_vaes([self.paths.vae_dir]) if v.name == name), None)
+        if vae is None:
+            raise ValueError(f"sd_vae: no VAE named {name!r} in {self.paths.vae_dir}")
+        sd_vae.apply_vae(self.current, vae.filename)
         self.opts.set("sd_vae", name)
         return name
 

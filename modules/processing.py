@@ -8,6 +8,7 @@ draw noise, sample, decode -> infotext, save, collect -> `Processed`.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from modules import infotext, previews, rng, samplers, sampling, text_encoding
+from modules import infotext, job_conditioning, previews, rng, samplers, sampling, script_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,28 @@ class StableDiffusionProcessing:
     def sampler_label(self) -> str:
         return samplers.resolve(self.sampler_name, self.scheduler)[0].name
 
+    # Hooks where img2img, inpainting and hires fix (modules/img2img.py, modules/hires.py) change the one loop.
+    def check_fields(self, family) -> None:
+        """Check the fields a subclass adds (ValueError naming the field)."""
+
+    def init_job(self, model) -> None:
+        """Once per job, after seeds and prompts are fixed (img2img prepares its images and mask here)."""
+
+    def before_sampling(self, model, scheduler, request, state, first: int) -> None:
+        """Adjust one batch's SamplingRequest (start latents, timesteps, masks) and the steps shown."""
+        state.sampling_steps = self.steps
+        from modules import img2img
+
+        img2img.add_inpainting_model_conditioning(self, model, request)
+
+    def after_sampling(self, model, latents, job, state, seeds, subseeds, first: int):
+        """The batch's final latents (hires fix runs its second pass here)."""
+        return latents
+
+    def postprocess_images(self, model, images: list, first: int) -> list:
+        """The batch's decoded images (inpainting pastes the unmasked original back)."""
+        return images
+
 
 @dataclass
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -91,6 +114,23 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     firstphase_height: int = 0
     all_hr_prompts: list = field(default_factory=list)
     all_hr_negative_prompts: list = field(default_factory=list)
+
+    def check_fields(self, family) -> None:
+        from modules import hires
+
+        hires.validate(self)
+
+    def init_job(self, model) -> None:
+        from modules import hires
+
+        hires.init_job(self)
+
+    def after_sampling(self, model, latents, job, state, seeds, subseeds, first: int):
+        from modules import hires
+
+        if not self.enable_hr or state.interrupted or state.skipped:
+            return latents
+        return hires.second_pass(self, model, latents, job, state, seeds, subseeds, first)
 
 
 @dataclass
@@ -124,6 +164,12 @@ class Processed:
     interrupted: bool = False
     saved_paths: list = field(default_factory=list)
     latents: list = field(default_factory=list)      # final latents per image (CPU), for later passes and tests
+    warnings: list = field(default_factory=list)     # prompt problems that did not stop the job (unknown LoRA, ...)
+
+    @property
+    def comments(self) -> str:
+        """A1111's `comments`: the warnings, one per line."""
+        return "\n".join(self.warnings)
 
     @property
     def info(self) -> str:
@@ -169,8 +215,7 @@ def validate(p: StableDiffusionProcessing, family) -> None:
     if not 0.0 <= float(p.subseed_strength) <= 1.0:
         raise ValueError(f"subseed_strength must be between 0 and 1, got {p.subseed_strength!r}")
     samplers.resolve(p.sampler_name, p.scheduler)  # raises ValueError naming the allowed names
-    if getattr(p, "enable_hr", False):
-        raise ValueError("enable_hr: hires fix is not available in this version of Easel")
+    p.check_fields(family)
 
 
 def _current_model(p):
@@ -210,6 +255,17 @@ def latent_factor(model) -> int:
     return 2 ** (len(model.vae.config.block_out_channels) - 1)
 
 
+def _vae_hash(model) -> str | None:
+    """Short hash of an external VAE file (none when the checkpoint's own VAE is used)."""
+    path = getattr(model, "vae_path", None)
+    if not path:
+        return None
+    from modules import checkpoints
+
+    digest = checkpoints.cached_sha256(path, getattr(model.checkpoint, "cache_path", None))
+    return digest[:10] if digest else None
+
+
 def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | None) -> str:
     """A1111 infotext for image `index` of the job (REFERENCE section 1)."""
     sampler, _ = samplers.resolve(p.sampler_name, p.scheduler)
@@ -222,8 +278,8 @@ def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | 
         "Size": f"{p.width}x{p.height}",
         "Model hash": model.checkpoint.shorthash(),
         "Model": model.checkpoint.model_name,
-        "VAE hash": getattr(model, "vae_hash", None),
-        "VAE": getattr(model, "vae_name", None),
+        "VAE hash": _vae_hash(model),
+        "VAE": os.path.basename(model.vae_path) if getattr(model, "vae_path", None) else None,
         "Variation seed": p.all_subseeds[index] if p.subseed_strength > 0 else None,
         "Variation seed strength": p.subseed_strength if p.subseed_strength > 0 else None,
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0 else None,
@@ -235,25 +291,9 @@ def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | 
     return infotext.create_infotext(p.all_prompts[index], p.all_negative_prompts[index], params)
 
 
-def _conditioning(model, prompts: list[str], negatives: list[str], clip_skip: int, cache: dict):
-    """Encode prompts and negatives (each distinct text once per job)."""
-    def encode(texts):
-        key = tuple(texts)
-        if key not in cache:
-            cache[key] = text_encoding.encode_prompts(model, list(texts), clip_skip=clip_skip)
-        return cache[key]
-
-    cond, uncond = encode(prompts), encode(negatives)
-    return text_encoding.pad_to_same_length(cond, uncond)
-
-
-def _added_cond(model, cond, uncond, width: int, height: int) -> dict | None:
-    """SDXL's extra conditioning: pooled text embeds and size/crop time ids."""
-    if model.family.conditioning != "sdxl":
-        return None
-    batch = cond.embeds.shape[0]
-    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32).repeat(2 * batch, 1)
-    return {"text_embeds": torch.cat([uncond.pooled, cond.pooled]), "time_ids": time_ids}
+def _conditioning(job, prompts: list[str], negatives: list[str]):
+    """Per-step conditioning of one batch (prompt editing, AND, LoRA tags, embeddings; each text encoded once per job)."""
+    return job.batch(prompts, negatives)
 
 
 def _preview_callback(model, state, steps: int, batch_offset: int):
@@ -280,9 +320,12 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     """Generate all images of `p` (applying `override_settings` for the job)."""
     from modules import jobs
 
+    if p.scripts is not None: p.scripts.before_process(p)  # extension hooks (modules.scripts.ScriptRunner)
     restore = _apply_overrides(p.override_settings)
     try:
-        return _process(p, jobs.current_state())
+        processed = _process(p, jobs.current_state())
+        if p.scripts is not None: p.scripts.postprocess(p, processed)
+        return processed
     finally:
         if p.override_settings_restore_afterwards:
             restore()
@@ -311,6 +354,8 @@ def _process(p: StableDiffusionProcessing, state) -> Processed:
     model = _current_model(p)
     validate(p, model.family)
     _prepare(p)
+    if p.scripts is not None: p.scripts.process(p)  # may rewrite p.all_prompts, p.extra_generation_params
+    p.init_job(model)
     clip_skip = int(_setting("CLIP_stop_at_last_layers", 1))
     sampler, schedule = samplers.resolve(p.sampler_name, p.scheduler)
     applied = samplers.effective_schedule(sampler, schedule)
@@ -321,8 +366,17 @@ def _process(p: StableDiffusionProcessing, state) -> Processed:
 
     state.job_count = p.n_iter
     state.sampling_steps = p.steps
+    job = job_conditioning.JobConditioning(model, p.steps, p.width, p.height, clip_skip=clip_skip,
+                                           emphasis=str(_setting("emphasis", "Original")))
+    try:  # LoRA weights merged for this job are restored in `finally`
+        return _process_batches(p, state, model, job, sampler, schedule, schedule_label, latent_shape,
+                                resize_from, clip_skip)
+    finally:
+        job.close()
+
+
+def _process_batches(p, state, model, job, sampler, schedule, schedule_label, latent_shape, resize_from, clip_skip):
     images, infotexts, saved, final_latents = [], [], [], []
-    cache: dict = {}
     for n in range(p.n_iter):
         if state.interrupted:
             break
@@ -331,21 +385,30 @@ def _process(p: StableDiffusionProcessing, state) -> Processed:
         first = n * p.batch_size
         window = slice(first, first + p.batch_size)
         seeds, subseeds = p.all_seeds[window], p.all_subseeds[window]
-        cond, uncond = _conditioning(model, p.all_prompts[window], p.all_negative_prompts[window], clip_skip, cache)
+        p.prompts, p.negative_prompts, p.seeds, p.subseeds = p.all_prompts[window], p.all_negative_prompts[window], seeds, subseeds
+        if p.scripts is not None: p.scripts.batch_hooks(p, batch_number=n)  # before_process_batch + process_batch
+        conditioning = _conditioning(job, p.prompts, p.negative_prompts)
         noise = rng.batch_noise(latent_shape, seeds, subseeds, p.subseed_strength, resize_from)
         scheduler = samplers.create_scheduler(sampler.name, schedule.id, model.scheduler_config, p.steps, seeds=seeds)
         scheduler.set_timesteps(p.steps, device=model.device)
         request = sampling.SamplingRequest(
-            noise=noise, cond=cond.embeds, uncond=uncond.embeds, cfg_scale=float(p.cfg_scale),
-            added_cond=_added_cond(model, cond, uncond, p.width, p.height),
+            noise=noise, cond=None, uncond=None, cfg_scale=float(p.cfg_scale), cond_at=conditioning, steps=p.steps,
             generators=rng.generators(seeds), eta=p.eta,
         )
+        p.before_sampling(model, scheduler, request, state, first)
         latents = sampling.sample(model.unet, scheduler, request, model.device, model.dtype,
-                                  on_step=_preview_callback(model, state, p.steps, first))
+                                  on_step=_preview_callback(model, state, state.sampling_steps, first),
+                                  **script_callbacks.denoiser_hooks(len(scheduler.timesteps)))
+        latents = p.after_sampling(model, latents, job, state, seeds, subseeds, first)
         if state.interrupted or state.skipped:
             continue  # the unfinished batch is dropped; finished images stay
-        state.sampling_step = p.steps
-        batch_images = previews.tensor_to_images(previews.decode_latents(model, latents))
+        state.sampling_step = state.sampling_steps
+        p.extra_generation_params.update({k: v for k, v in job.infotext_params().items() if v is not None})
+        decoded = previews.decode_latents(model, latents)
+        if p.scripts is not None: p.scripts.postprocess_batch(p, decoded, batch_number=n)
+        batch_images = previews.tensor_to_images(decoded)
+        batch_images = p.postprocess_images(model, batch_images, first)
+        if p.scripts is not None: batch_images = p.scripts.postprocess_batch_images(p, batch_images, batch_number=n)
         final_latents.extend(latents.float().cpu())
         for offset, image in enumerate(batch_images):
             index = first + offset
@@ -363,7 +426,7 @@ def _process(p: StableDiffusionProcessing, state) -> Processed:
         clip_skip=clip_skip, job_timestamp=state.job_timestamp, subseed_strength=p.subseed_strength,
         seed_resize_from_w=p.seed_resize_from_w, seed_resize_from_h=p.seed_resize_from_h, styles=list(p.styles),
         extra_generation_params=dict(p.extra_generation_params), interrupted=state.interrupted, saved_paths=saved,
-        latents=final_latents,
+        latents=final_latents, warnings=list(job.warnings),
     )
 
 
@@ -374,3 +437,12 @@ def _save(p, image, index: int, text: str) -> str:
     path, _ = image_files.save_image(image, outdir, "", seed=p.all_seeds[index], prompt=p.all_prompts[index],
                                      extension=_setting("samples_format", "png"), info=text, p=p)
     return path
+
+
+def __getattr__(name: str):
+    """`StableDiffusionProcessingImg2Img` lives in modules/img2img.py; extensions import it from here (A1111 name)."""
+    if name == "StableDiffusionProcessingImg2Img":
+        from modules.img2img import StableDiffusionProcessingImg2Img
+
+        return StableDiffusionProcessingImg2Img
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
-import diffusers
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,8 @@ class SamplerInfo:
 
     @property
     def cls(self):
+        import diffusers  # imported on first use: the page lists samplers without loading diffusers
+
         return getattr(diffusers, self.scheduler_class)
 
     def supported_schedules(self) -> list[ScheduleInfo]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from modules.sd_models import CheckpointTensors, LoadedModel
 
 VAE_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 
@@ -42,6 +41,8 @@ def load_vae_state_dict(path: str, vae_config: dict, dtype=None) -> dict:
     """A VAE file's weights with diffusers AutoencoderKL names."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+    from modules.sd_models import CheckpointTensors  # torch only when a VAE is actually loaded
+
     tensors = CheckpointTensors(os.fspath(path), dtype)
     try:
         if any(".down_blocks." in key or ".up_blocks." in key for key in tensors.keys()):
@@ -53,7 +54,7 @@ def load_vae_state_dict(path: str, vae_config: dict, dtype=None) -> dict:
         tensors.release()  # closes the file; the returned tensors stay alive
 
 
-def apply_vae(model: LoadedModel, path: str) -> None:
+def apply_vae(model, path: str) -> None:
     """Replace `model.vae`'s weights with the VAE file at `path` (shapes must match the model's VAE)."""
     vae = model.vae
     param = next(vae.parameters())

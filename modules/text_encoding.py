@@ -19,13 +19,23 @@
 
 Means for emphasis are taken per prompt and chunk (A1111 takes them over
 the whole batch), so a prompt encodes the same in any batch.
+
+Textual-inversion embeddings (modules/textual_inversion.py): a word naming
+an embedding is found in the token ids and replaced by as many placeholder
+positions as the embedding has vectors (never split across chunks: the
+chunk closes early when they do not fit); the vectors are written over
+those positions' token embeddings while the encoder runs (a forward hook
+on the token-embedding layer, removed after the call). The tokenizer is
+never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ftfy
 import torch
@@ -42,6 +52,7 @@ class Conditioning:
     embeds: torch.Tensor              # (batch, 77 * chunks, dim)
     pooled: torch.Tensor | None = None   # (batch, dim2) for sdxl
     empty_chunk: torch.Tensor | None = None  # (1, 77, dim): the empty prompt, used to pad to a common length
+    embeddings_used: tuple = ()           # names of the textual-inversion embeddings the prompts use
 
     @property
     def chunks(self) -> int:
@@ -52,6 +63,7 @@ class Conditioning:
 class PromptChunk:
     tokens: list[int]       # 77 ids: start, 75 prompt/pad tokens, end
     weights: list[float]    # 77 emphasis weights (1.0 on start/end/pad)
+    fixes: list = field(default_factory=list)  # (position in the 77, vectors (n, dim), embedding name)
 
 
 def clean_prompt_text(text: str) -> str:
@@ -82,13 +94,23 @@ def _parse(prompt: str, emphasis: str) -> list[list]:
     if emphasis == "None":  # brackets are plain text
         return [[prompt, 1.0]]
     parsed = prompt_parser.parse_prompt_attention(prompt)
+    for text, weight in parsed:
+        if not math.isfinite(weight):
+            raise ValueError(f"prompt: the emphasis weight of {text[:40]!r} overflows (nested weights multiply)")
     if emphasis == "Ignore":
         parsed = [part if part == prompt_parser.BREAK_MARK else [part[0], 1.0] for part in parsed]
     return parsed
 
 
-def tokenize_chunks(tokenizer, prompt: str, pad_id: int, emphasis: str = "Original") -> tuple[list[PromptChunk], int]:
-    """The prompt's 77-token chunks and its count of prompt tokens (without start/end/pad)."""
+EMBEDDING_PLACEHOLDER = 0   # token id under an embedding's vectors (its token embedding is overwritten)
+
+
+def tokenize_chunks(tokenizer, prompt: str, pad_id: int, emphasis: str = "Original",
+                    embeddings=None) -> tuple[list[PromptChunk], int]:
+    """The prompt's 77-token chunks and its count of prompt tokens (without start/end/pad).
+
+    `embeddings`: a textual_inversion.EmbeddingLookup for this tokenizer, or None.
+    """
     start, end, comma = _special_ids(tokenizer)
     parsed = _parse(prompt, emphasis)
     token_lists = _tokenize(tokenizer, [text for text, _ in parsed])
@@ -96,33 +118,52 @@ def tokenize_chunks(tokenizer, prompt: str, pad_id: int, emphasis: str = "Origin
     chunks: list[PromptChunk] = []
     tokens: list[int] = []
     weights: list[float] = []
+    fixes: list = []              # (index into tokens, vectors, name) of the embeddings in this chunk
     last_comma = -1
     token_count = 0
 
     def close_chunk():
-        nonlocal tokens, weights, last_comma, token_count
+        nonlocal tokens, weights, fixes, last_comma, token_count
         token_count += len(tokens)
         fill = CHUNK_LENGTH - len(tokens)
         # the first pad position holds the end token; after it, the pad token
         body = tokens + ([end] + [pad_id] * (fill - 1) if fill > 0 else [])
         chunks.append(PromptChunk([start] + body + [end if fill == 0 else pad_id],
-                                  [1.0] + weights + [1.0] * fill + [1.0]))
-        tokens, weights, last_comma = [], [], -1
+                                  [1.0] + weights + [1.0] * fill + [1.0],
+                                  [(1 + i, vectors, name) for i, vectors, name in fixes]))
+        tokens, weights, fixes, last_comma = [], [], [], -1
 
     for (text, weight), ids in zip(parsed, token_lists):
         if [text, weight] == prompt_parser.BREAK_MARK:
             close_chunk()
             continue
-        for token in ids:
+        i = 0
+        while i < len(ids):
+            hit = embeddings.match(ids, i) if embeddings is not None else None
+            if hit is not None:
+                name_length, embedding = hit
+                vectors = embeddings.vectors(embedding)
+                if len(tokens) + vectors.shape[0] > CHUNK_LENGTH:
+                    close_chunk()  # an embedding never splits across chunks
+                fixes.append((len(tokens), vectors, embedding.name))
+                tokens.extend([EMBEDDING_PLACEHOLDER] * vectors.shape[0])
+                weights.extend([float(weight)] * vectors.shape[0])
+                i += name_length
+                continue
+            token = ids[i]
+            i += 1
             if token == comma:
                 last_comma = len(tokens)
             elif (len(tokens) == CHUNK_LENGTH and last_comma != -1
                   and len(tokens) - last_comma <= COMMA_BACKTRACK):
-                # move the words after the last comma to the next chunk
-                moved, moved_w = tokens[last_comma + 1:], weights[last_comma + 1:]
-                tokens, weights = tokens[:last_comma + 1], weights[:last_comma + 1]
+                # move the words after the last comma (embeddings among them included) to the next chunk
+                cut = last_comma + 1
+                moved, moved_w = tokens[cut:], weights[cut:]
+                moved_fixes = [(at - cut, v, n) for at, v, n in fixes if at >= cut]
+                tokens, weights = tokens[:cut], weights[:cut]
+                fixes = [f for f in fixes if f[0] < cut]
                 close_chunk()
-                tokens, weights = moved, moved_w
+                tokens, weights, fixes = moved, moved_w, moved_fixes
             if len(tokens) == CHUNK_LENGTH:
                 close_chunk()
             tokens.append(token)
@@ -133,10 +174,14 @@ def tokenize_chunks(tokenizer, prompt: str, pad_id: int, emphasis: str = "Origin
     return chunks, token_count
 
 
-def count_tokens(model_or_tokenizer, text: str) -> tuple[int, int]:
-    """(prompt tokens, 75 * chunks): the page's "N/75" counter."""
+def count_tokens(model_or_tokenizer, text: str, embeddings=None) -> tuple[int, int]:
+    """(prompt tokens, 75 * chunks): the page's "N/75" counter.
+
+    `embeddings` (textual_inversion.ModelEmbeddings): count an embedding's vectors instead of its name's tokens.
+    """
     tokenizer = model_or_tokenizer.tokenizers[0] if hasattr(model_or_tokenizer, "tokenizers") else model_or_tokenizer
-    chunks, count = tokenize_chunks(tokenizer, text, pad_id=tokenizer.eos_token_id)
+    lookup = embeddings.lookup(tokenizer, 0) if embeddings is not None else None
+    chunks, count = tokenize_chunks(tokenizer, text, pad_id=tokenizer.eos_token_id, embeddings=lookup)
     return count, CHUNK_LENGTH * len(chunks)
 
 
@@ -161,6 +206,27 @@ def _final_layer_norm(encoder):
     return inner.final_layer_norm
 
 
+@contextlib.contextmanager
+def _embedding_vectors(encoder, chunks: list[PromptChunk]):
+    """While active, the encoder's token embeddings at the chunks' embedding positions are the embeddings' vectors."""
+    rows = [(row, at, vectors) for row, chunk in enumerate(chunks) for at, vectors, _ in chunk.fixes]
+    if not rows:
+        yield
+        return
+
+    def overwrite(module, inputs, output):
+        output = output.clone()
+        for row, at, vectors in rows:
+            output[row, at:at + vectors.shape[0]] = vectors.to(output.device, output.dtype)
+        return output
+
+    handle = encoder.get_input_embeddings().register_forward_hook(overwrite)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _hidden(encoder, input_ids: torch.Tensor, layer: str, clip_skip: int):
     """(hidden states (B,77,dim), projected pooled output or None) for one chunk."""
     out = encoder(input_ids=input_ids, output_hidden_states=True)
@@ -175,17 +241,26 @@ def _hidden(encoder, input_ids: torch.Tensor, layer: str, clip_skip: int):
 def _apply_weights(z: torch.Tensor, weights: torch.Tensor, emphasis: str) -> torch.Tensor:
     if emphasis not in ("Original", "No norm") or bool((weights == 1.0).all()):
         return z
-    z32 = z.float()
-    weighted = z32 * weights[..., None]
+    # float64 (MPS has none): a huge weight such as (x:1000000000) stays finite through the mean restore
+    wide = torch.float32 if z.device.type == "mps" else torch.float64
+    zw = z.to(wide)
+    weighted = zw * weights.to(wide)[..., None]
     if emphasis == "Original":
-        before = z32.mean(dim=(1, 2), keepdim=True)
+        before = zw.mean(dim=(1, 2), keepdim=True)
         weighted = weighted * (before / weighted.mean(dim=(1, 2), keepdim=True))
-    return weighted.to(z.dtype)
+    result = weighted.to(z.dtype)
+    if not bool(torch.isfinite(result).all()):
+        raise ValueError(f"prompt: emphasis weights up to {float(weights.abs().max()):.3g} are too large to encode "
+                         f"(emphasis mode {emphasis!r})")
+    return result
 
 
-def _encode_with(encoder, tokenizer, pad_id, prompts, layer, clip_skip, emphasis, device):
+def _encode_with(encoder, tokenizer, pad_id, prompts, layer, clip_skip, emphasis, device, lookup=None, used=None):
     """Embeddings (B, 77*chunks, dim) of one encoder, its pooled output of chunk 0, and the empty chunk."""
-    per_prompt = [tokenize_chunks(tokenizer, p, pad_id, emphasis)[0] for p in prompts]
+    per_prompt = [tokenize_chunks(tokenizer, p, pad_id, emphasis, lookup)[0] for p in prompts]
+    if used is not None:
+        for chunk in (c for chunks in per_prompt for c in chunks):
+            used.extend(name for _, _, name in chunk.fixes if name not in used)
     empty = tokenize_chunks(tokenizer, "", pad_id, emphasis)[0][0]
     n_chunks = max(len(c) for c in per_prompt)
     pieces, pooled, empty_z = [], None, None
@@ -195,8 +270,8 @@ def _encode_with(encoder, tokenizer, pad_id, prompts, layer, clip_skip, emphasis
         if i == 0:
             batch = batch + [empty]
         ids = torch.tensor([c.tokens for c in batch], dtype=torch.long, device=device)
-        weights = torch.tensor([c.weights for c in batch], dtype=torch.float32, device=device)
-        with torch.no_grad():
+        weights = torch.tensor([c.weights for c in batch], dtype=torch.float64, device="cpu").to(device)
+        with torch.no_grad(), _embedding_vectors(encoder, batch):
             z, pool = _hidden(encoder, ids, layer, clip_skip)
             z = _apply_weights(z, weights, emphasis)
         if i == 0:
@@ -213,11 +288,13 @@ def _check_clip_skip(clip_skip, encoder) -> int:
     return clip_skip
 
 
-def encode_prompts(model, prompts: list[str], clip_skip: int = 1, emphasis: str = "Original") -> Conditioning:
+def encode_prompts(model, prompts: list[str], clip_skip: int = 1, emphasis: str = "Original",
+                   embeddings=None) -> Conditioning:
     """Conditioning for a batch of prompts on `model` (a LoadedModel or anything with its fields).
 
     Prompts needing different numbers of chunks are padded to the longest
-    with the empty prompt's chunk.
+    with the empty prompt's chunk. `embeddings`: textual_inversion.ModelEmbeddings
+    for this model (the words naming them are replaced by their vectors), or None.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -229,14 +306,18 @@ def encode_prompts(model, prompts: list[str], clip_skip: int = 1, emphasis: str 
     if conditioning == "clip":
         encoder = model.text_encoders[0]
         clip_skip = _check_clip_skip(clip_skip, encoder)
+        used: list[str] = []
+        lookup = embeddings.lookup(model.tokenizers[0], 0) if embeddings is not None else None
         embeds, _, empty = _encode_with(encoder, model.tokenizers[0], pads[0], prompts, "last", clip_skip, emphasis,
-                                        device)
-        return Conditioning(embeds, None, empty)
+                                        device, lookup, used)
+        return Conditioning(embeds, None, empty, tuple(used))
     if conditioning == "sdxl":
         if len(model.text_encoders) != 2 or len(model.tokenizers) != 2:
             raise ValueError("model: an sdxl family model needs two text encoders and two tokenizers")
-        parts = [_encode_with(enc, tok, pad, prompts, "penultimate", 1, emphasis, device)
-                 for enc, tok, pad in zip(model.text_encoders, model.tokenizers, pads)]
+        used = []
+        parts = [_encode_with(enc, tok, pad, prompts, "penultimate", 1, emphasis, device,
+                              embeddings.lookup(tok, i) if embeddings is not None else None, used)
+                 for i, (enc, tok, pad) in enumerate(zip(model.text_encoders, model.tokenizers, pads))]
         # the two encoders can split prompts into different chunk counts only in pathological
         # cases (same tokenizer); pad the shorter one so the features line up
         longest = max(p[0].shape[1] for p in parts)
@@ -247,7 +328,7 @@ def encode_prompts(model, prompts: list[str], clip_skip: int = 1, emphasis: str 
         pooled = parts[1][1]
         if pooled is None:
             raise ValueError("model: sdxl's second text encoder must be a CLIPTextModelWithProjection (pooled output)")
-        return Conditioning(torch.cat(embeds, dim=-1), pooled, torch.cat([p[2] for p in parts], dim=-1))
+        return Conditioning(torch.cat(embeds, dim=-1), pooled, torch.cat([p[2] for p in parts], dim=-1), tuple(used))
     raise ValueError(f"model.family.conditioning: {conditioning!r} is not 'clip' or 'sdxl'")
 
 

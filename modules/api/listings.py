@@ -1,7 +1,7 @@
 """Read-only /sdapi/v1 lists: samplers, schedulers, models, VAEs, styles, scripts, memory...
 
 Lists for features Easel does not have yet (upscalers, latent upscale modes,
-LoRAs, embeddings, scripts, extensions) are empty in A1111's shapes: clients
+LoRAs, embeddings) are empty in A1111's shapes: clients
 read them to find out what exists, and an empty list is the true answer.
 """
 from __future__ import annotations
@@ -54,11 +54,22 @@ def create_router() -> APIRouter:
 
     @router.get("/scripts")
     def scripts():
-        return {"txt2img": [], "img2img": []}
+        from modules import scripts as scripts_module
+
+        return {"txt2img": [s.name for s in scripts_module.scripts_txt2img.scripts],
+                "img2img": [s.name for s in scripts_module.scripts_img2img.scripts]}
 
     @router.get("/extensions")
     def extensions():
-        return []
+        from modules import extensions as extensions_module
+
+        result = []
+        for ext in extensions_module.installed:
+            git = ext.git_info()
+            result.append({"name": ext.name, "remote": git["remote"], "branch": git["branch"],
+                           "commit_hash": git["commit_hash"], "version": (git["commit_hash"] or "")[:8],
+                           "commit_date": None, "enabled": ext.enabled})
+        return result
 
     @router.get("/upscalers")
     def upscalers():

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from modules import shared
 from modules.api import image_input, listings, queue_routes
-from modules.api.schemas import PngInfoRequest, Txt2ImgRequest
+from modules.api.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ PROCESSING_FIELDS = (
     "seed_resize_from_w", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "eta",
     "override_settings", "override_settings_restore_afterwards", "enable_hr",
 )
+HIRES_FIELDS = ("hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
+                "hr_prompt", "hr_negative_prompt")
+IMG2IMG_FIELDS = ("resize_mode", "denoising_strength", "image_cfg_scale", "mask_blur_x", "mask_blur_y",
+                  "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert",
+                  "initial_noise_multiplier", "include_init_images")
 POLL_SECONDS = 0.02
 
 
@@ -50,6 +55,27 @@ def raise_for_job(job) -> None:
 
 def check_txt2img(req: Txt2ImgRequest):
     """Build the Processing object and check every field; ValueError names the field and what is allowed."""
+    from modules import processing, scripts
+
+    script_args = scripts.api_script_args(scripts.scripts_txt2img, req.script_name, req.script_args,
+                                          req.alwayson_scripts)
+    if req.denoising_strength is not None and not 0.0 <= req.denoising_strength <= 1.0:
+        raise ValueError(f"denoising_strength must be between 0 and 1, got {req.denoising_strength!r}")
+    check_overrides(req.override_settings)
+    fields = {name: getattr(req, name) for name in PROCESSING_FIELDS + HIRES_FIELDS}
+    fields["sampler_name"] = req.sampler_name or req.sampler_index or "Euler"
+    fields["do_not_save_samples"] = not req.save_images
+    fields["task_id"] = req.force_task_id
+    # A1111 reads denoising_strength in txt2img only for the hires pass
+    fields["denoising_strength"] = req.denoising_strength if req.enable_hr else None
+    p = processing.StableDiffusionProcessingTxt2Img(**fields)
+    processing.validate(p, shared.models.current_family())
+    p.script_args = script_args
+    return p
+
+
+def check_img2img(req: Img2ImgRequest):
+    """img2img's Processing object: the images decoded (422 naming init_images[i] / mask), every field checked."""
     from modules import processing
 
     if req.script_name:
@@ -57,16 +83,18 @@ def check_txt2img(req: Txt2ImgRequest):
     if req.alwayson_scripts:
         raise ValueError(f"alwayson_scripts: no script named {', '.join(map(repr, req.alwayson_scripts))}; "
                          f"available: none")
-    if req.denoising_strength is not None and not 0.0 <= req.denoising_strength <= 1.0:
-        raise ValueError(f"denoising_strength must be between 0 and 1, got {req.denoising_strength!r}")
+    if not req.init_images:
+        raise ValueError("init_images: at least one base64 image is required")
     check_overrides(req.override_settings)
-    fields = {name: getattr(req, name) for name in PROCESSING_FIELDS}
+    images = [image_input.decode_image(f"init_images[{i}]", value) for i, value in enumerate(req.init_images)]
+    mask = image_input.decode_image("mask", req.mask) if req.mask else None
+    fields = {name: getattr(req, name) for name in PROCESSING_FIELDS + IMG2IMG_FIELDS if name != "enable_hr"}
     fields["sampler_name"] = req.sampler_name or req.sampler_index or "Euler"
     fields["do_not_save_samples"] = not req.save_images
     fields["task_id"] = req.force_task_id
-    # A1111 reads denoising_strength in txt2img only for the hires pass
-    fields["denoising_strength"] = req.denoising_strength if req.enable_hr else None
-    p = processing.StableDiffusionProcessingTxt2Img(**fields)
+    if req.mask_blur is not None:
+        fields["mask_blur"] = req.mask_blur
+    p = processing.StableDiffusionProcessingImg2Img(init_images=images, mask=mask, **fields)
     processing.validate(p, shared.models.current_family())
     return p
 
@@ -89,7 +117,7 @@ def check_overrides(overrides: dict) -> None:
 
 def generation_job(p):
     """Job body: load the checkpoint that override_settings asks for (restored afterwards), then generate."""
-    from modules.processing import process_images
+    from modules import scripts
 
     def body(job):
         wanted = p.override_settings.get("sd_model_checkpoint")
@@ -97,7 +125,7 @@ def generation_job(p):
         if wanted:
             shared.models.load_now(shared.models.find(wanted))
         try:
-            return process_images(p)
+            return scripts.run_with_scripts(p, p.script_args or None)   # extension scripts, then process_images
         finally:
             if wanted and p.override_settings_restore_afterwards and previous is not None:
                 shared.models.load_now(previous)
@@ -130,6 +158,26 @@ def create_router() -> APIRouter:
         images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
                   if req.send_images else [])
         return {"images": images, "parameters": req.model_dump(), "info": info_json(result, job.id)}
+
+    @router.post("/img2img")
+    async def img2img(req: Img2ImgRequest):
+        try:
+            p = check_img2img(req)
+        except ValueError as exc:
+            raise HTTPException(422, detail=str(exc))
+        try:
+            job = shared.queue.submit(generation_job(p), task_id=req.force_task_id, label="img2img")
+        except ValueError as exc:
+            raise HTTPException(409, detail=str(exc))
+        await wait_for(job)
+        raise_for_job(job)
+        result = job.result
+        images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
+                  if req.send_images else [])
+        parameters = req.model_dump()
+        if not req.include_init_images:   # A1111 leaves the (large) inputs out of the echo unless asked
+            parameters["init_images"], parameters["mask"] = None, None
+        return {"images": images, "parameters": parameters, "info": info_json(result, job.id)}
 
     @router.post("/png-info")
     def png_info(req: PngInfoRequest):

@@ -18,18 +18,26 @@ CACHE_SWEEP = (1800, 6 * 3600)
 
 
 def create_ui() -> gr.Blocks:
+    from modules.ui import scripts_ui
+    from modules.ui.img2img import Img2ImgTab
     from modules.ui.png_info import PngInfoTab
     from modules.ui.settings import SettingsTab
     from modules.ui.top_bar import TopBar
     from modules.ui.txt2img import Txt2ImgTab
 
+    # on_ui_tabs callbacks build their own gr.Blocks: outside ours, or Gradio would render them in place
+    extension_tabs = scripts_ui.extension_tabs()
     with gr.Blocks(title="Easel", analytics_enabled=False, delete_cache=CACHE_SWEEP) as blocks:
         top_bar = TopBar()
+        scripts_ui.extension_notice(blocks)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = Txt2ImgTab()
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = Img2ImgTab()
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info = PngInfoTab()
+            scripts_ui.add_extension_tabs(extension_tabs)   # on_ui_tabs: after the built-in tabs, before Settings (A1111 order)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = SettingsTab()
         top_bar.bind_native_size(txt2img.width, txt2img.height)
@@ -40,14 +48,19 @@ def create_ui() -> gr.Blocks:
 
 
 def ui_launch_kwargs() -> dict:
-    """theme/css/js for `gr.mount_gradio_app` (or `Blocks.launch`).
+    """theme/css/js/head for `gr.mount_gradio_app` (or `Blocks.launch`), extensions' files included.
 
     run_history is off: Gradio would otherwise keep every prompt in the
     browser's storage and add a "Runs" page that A1111 users do not expect.
     """
+    from modules import extensions
+
+    compat = (HERE / "a1111_compat.js").read_text(encoding="utf-8")
     return {
         "run_history": False,
         "theme": gr.themes.Default(primary_hue="orange"),
-        "css": (HERE / "style.css").read_text(encoding="utf-8"),
+        "css": (HERE / "style.css").read_text(encoding="utf-8") + "\n" + extensions.page_css(),
         "js": (HERE / "shortcuts.js").read_text(encoding="utf-8"),
+        # A1111's helpers for extension scripts, then every extension's javascript/*.js
+        "head": f'<script type="text/javascript">\n{compat}\n</script>\n' + extensions.page_head(),
     }

@@ -68,9 +68,23 @@ def apply_settings(keys: list[str], values: list) -> str:
         + "</div>"
 
 
+def extension_sections() -> list[tuple[str, list[str]]]:
+    """(section title, keys) of settings that extensions registered (opts.add_option with a section)."""
+    from modules.options import default_options
+
+    builtin = set(default_options())
+    sections: dict = {}
+    for key, info in shared.opts.data_labels.items():
+        if key in builtin or not info.section or len(info.section) < 2 or not info.section[1]:
+            continue   # no section: an internal value, not shown (as in A1111)
+        sections.setdefault(info.section[1], []).append(key)
+    return list(sections.items())
+
+
 class SettingsTab:
     def __init__(self, keys: list[str] = CORE_SETTINGS):
         self.keys = [k for k in keys if k in shared.opts.data_labels]
+        sections = extension_sections()
         with gr.Row():
             self.apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=0,
                                    min_width=240)
@@ -79,6 +93,19 @@ class SettingsTab:
             self.components = [
                 _component_for(key, shared.opts.data_labels[key], getattr(shared.opts, key)) for key in self.keys
             ]
+            for title, section_keys in sections:   # each extension's settings under its section title
+                with gr.Group(elem_classes=["easel-settings-section"]):
+                    gr.Markdown(f"### {title}")
+                    for key in section_keys:
+                        try:
+                            component = _component_for(key, shared.opts.data_labels[key], getattr(shared.opts, key))
+                        except Exception as exc:   # an extension's bad OptionInfo must not break the page
+                            from modules import extensions
+
+                            extensions.report_error(title, f"setting {key!r}", exc)
+                            continue
+                        self.components.append(component)
+                        self.keys.append(key)
         keys = self.keys
 
         def apply(*values):

@@ -12,7 +12,8 @@ import threading
 
 import gradio as gr
 
-from modules import shared
+from modules import scripts, shared
+from modules.ui import scripts_ui
 from modules.ui.progress import progress_html
 
 POLL_SECONDS = 0.15
@@ -43,6 +44,14 @@ def infotext_html(text: str | None) -> str:
     if not text:
         return ""
     return '<div class="easel-infotext">' + html.escape(text).replace("\n", "<br>") + "</div>"
+
+
+def warnings_html(processed) -> str:
+    """Problems that did not stop the job (a failing extension hook, an unknown LoRA...)."""
+    warnings = getattr(processed, "warnings", None) or []
+    if not warnings:
+        return ""
+    return '<div class="easel-note easel-warnings">' + "<br>".join(html.escape(w) for w in warnings) + "</div>"
 
 
 def error_html(message: str) -> str:
@@ -124,6 +133,8 @@ class Txt2ImgTab:
                                                  elem_classes=["easel-tool"])
                     self.reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
                                                 elem_classes=["easel-tool"])
+                # extension scripts: always-on sections and the "Script" dropdown (flat args, A1111 layout)
+                self.script_inputs = scripts_ui.create_script_components(scripts.scripts_txt2img)
             with gr.Column(scale=6, elem_id="txt2img_results"):
                 self.progress = gr.HTML("", elem_id="txt2img_progress")
                 self.preview = gr.Image(label="Preview", elem_id="txt2img_preview", format="png",
@@ -140,8 +151,8 @@ class Txt2ImgTab:
         params = [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.cfg_scale,
                   self.width, self.height, self.batch_count, self.batch_size, self.seed]
         outputs = [self.preview, self.progress, self.gallery, self.info, self.infotexts, self.selected]
-        self.generate.click(generate, inputs=params, outputs=outputs, concurrency_limit=None,
-                            show_progress="hidden")
+        self.generate.click(generate_with_scripts, inputs=params + self.script_inputs, outputs=outputs,
+                            concurrency_limit=None, show_progress="hidden")
         self.interrupt.click(interrupt, show_progress="hidden", concurrency_limit=None)
         self.skip.click(skip, show_progress="hidden", concurrency_limit=None)
         self.gallery.select(select_image, inputs=[self.infotexts], outputs=[self.info, self.selected],
@@ -155,10 +166,18 @@ def _default(choices: list[str], preferred: str) -> str | None:
     return preferred if preferred in choices else (choices[0] if choices else None)
 
 
+GENERATE_PARAMS = 11   # values of the fixed controls before the script arguments
+
+
+def generate_with_scripts(request: gr.Request, *values):
+    """Generate's handler: the fixed controls, then the scripts' flat argument list."""
+    yield from generate(*values[:GENERATE_PARAMS], request=request, script_args=list(values[GENERATE_PARAMS:]))
+
+
 def generate(prompt, negative_prompt, sampler_name, scheduler, steps, cfg_scale, width, height, batch_count,
-             batch_size, seed, request: gr.Request = None):
+             batch_size, seed, request: gr.Request = None, script_args=None):
     """Submit a txt2img job and stream its previews, progress and result to the page."""
-    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+    from modules.processing import StableDiffusionProcessingTxt2Img
 
     # outputs: preview, progress, gallery, info, infotexts, selected
     try:
@@ -167,7 +186,8 @@ def generate(prompt, negative_prompt, sampler_name, scheduler, steps, cfg_scale,
             sampler_name=sampler_name, scheduler=scheduler, steps=int(steps), cfg_scale=float(cfg_scale),
             width=int(width), height=int(height), batch_size=int(batch_size), n_iter=int(batch_count),
         )
-        job = shared.queue.submit(lambda _job: process_images(p), label="txt2img")
+        job = shared.queue.submit(lambda _job: scripts.run_with_scripts(p, script_args, scripts.scripts_txt2img),
+                                  label="txt2img")
     except (ValueError, TypeError) as exc:  # bad parameters: say which, keep the page as it was
         gr.Warning(str(exc))
         yield gr.skip(), "", gr.skip(), error_html(str(exc)), gr.skip(), gr.skip()
@@ -213,7 +233,7 @@ def _finish(job):
         yield hidden_preview, "", gr.update(visible=True), note, gr.skip(), gr.skip()
         return
     yield hidden_preview, "", gr.update(value=images, visible=True, selected_index=0), \
-        note + infotext_html(texts[0]), texts, 0
+        note + warnings_html(job.result) + infotext_html(texts[0]), texts, 0
 
 
 def interrupt(request: gr.Request = None):
