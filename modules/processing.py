@@ -239,8 +239,30 @@ def _per_image(value, count: int) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value] * count
 
 
+def _apply_styles(p: StableDiffusionProcessing) -> None:
+    """A1111's `p.styles`: the named styles of styles.csv are merged into the prompts once, at the start."""
+    if not p.styles or getattr(p, "_styles_applied", False):
+        return
+    from modules import shared, styles
+
+    db = styles.StyleDatabase(shared.paths.styles_file)
+    unknown = [name for name in p.styles if name not in db.styles]
+    if unknown:
+        raise ValueError(f"styles: no style named {', '.join(map(repr, unknown))}; known: {list(db.styles)}")
+
+    def styled(prompt, negative: bool):
+        apply = db.apply_negative_styles_to_prompt if negative else db.apply_styles_to_prompt
+        return [apply(x, p.styles) for x in prompt] if isinstance(prompt, (list, tuple)) else apply(prompt or "", p.styles)
+
+    p.prompt, p.negative_prompt = styled(p.prompt, False), styled(p.negative_prompt, True)
+    if getattr(p, "hr_prompt", "") or getattr(p, "hr_negative_prompt", ""):
+        p.hr_prompt, p.hr_negative_prompt = styled(p.hr_prompt, False), styled(p.hr_negative_prompt, True)
+    p._styles_applied = True
+
+
 def _prepare(p: StableDiffusionProcessing) -> None:
     fix_seed(p)
+    _apply_styles(p)
     count = p.batch_size * p.n_iter
     p.all_prompts = _per_image(p.prompt, count)
     p.all_negative_prompts = _per_image(p.negative_prompt or "", count)

@@ -174,3 +174,14 @@ def test_saved_png_carries_infotext(sd1_model, tmp_path):
     assert text == result.infotexts[0]
     assert text.startswith("a blue square, (bold:1.2)\nNegative prompt: text\nSteps: 4, Sampler: Euler a")
     assert "Seed: 5" in text and "Size: 64x64" in text and "Model hash: " in text
+
+
+def test_styles_from_styles_csv_are_merged_into_prompts(sd1_model, tmp_path, monkeypatch):
+    from modules import paths as paths_module, shared
+
+    (tmp_path / "styles.csv").write_text('name,prompt,negative_prompt\nSharp,"{prompt}, sharp focus",blurry\n', encoding="utf-8")
+    monkeypatch.setattr(shared, "paths", paths_module.Paths(repo=tmp_path, data_dir=tmp_path, models_dir=tmp_path / "models"))
+    result = processing.process_images(txt2img(sd1_model, prompt="a cat", styles=["Sharp"], steps=1))
+    assert result.infotexts[0].startswith("a cat, sharp focus\nNegative prompt: blurry\n")
+    with pytest.raises(ValueError, match="no style named 'Nope'"):
+        processing.process_images(txt2img(sd1_model, prompt="a cat", styles=["Nope"], steps=1))

@@ -1,12 +1,12 @@
 """Read-only /sdapi/v1 lists: samplers, schedulers, models, VAEs, styles, scripts, memory...
 
-Lists for features Easel does not have yet (upscalers, latent upscale modes,
-LoRAs, embeddings) are empty in A1111's shapes: clients
-read them to find out what exists, and an empty list is the true answer.
+Lists for features Easel does not have yet (upscalers, latent upscale modes)
+are empty in A1111's shapes: clients read them to find out what exists, and
+an empty list is the true answer. LoRAs and embeddings are read from their
+folders on every call (the refresh-* routes exist for A1111 clients).
 """
 from __future__ import annotations
 
-import csv
 import os
 
 from fastapi import APIRouter
@@ -81,11 +81,22 @@ def create_router() -> APIRouter:
 
     @router.get("/loras")
     def loras():
-        return []
+        return list_loras(shared.paths.lora_dir)
+
+    @router.post("/refresh-loras")
+    def refresh_loras():
+        return None   # /loras reads the folder on every call: there is nothing to refresh
 
     @router.get("/embeddings")
     def embeddings():
-        return {"loaded": {}, "skipped": {}}
+        return list_embeddings(shared.models.current if shared.models is not None else None)
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings():
+        from modules import textual_inversion
+
+        textual_inversion.database().load(force=True)
+        return None
 
     @router.get("/memory")
     def memory():
@@ -100,12 +111,72 @@ def create_router() -> APIRouter:
 
 def read_styles(path) -> list[dict]:
     """styles.csv rows as A1111's PromptStyleItem list; [] when the file does not exist."""
+    from modules.styles import StyleDatabase   # the same reading as the page and generation
+
     if not path or not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return [{"name": row.get("name") or "", "prompt": row.get("prompt") or "",
-                 "negative_prompt": row.get("negative_prompt") or ""}
-                for row in csv.DictReader(f) if row.get("name")]
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+            for s in StyleDatabase(path).styles.values()]
+
+
+def safetensors_metadata(path) -> dict:
+    """The `__metadata__` of a .safetensors header (kohya's ss_* training notes); {} for other files."""
+    import json
+
+    if not str(path).lower().endswith(".safetensors"):
+        return {}
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= 100_000_000:
+                return {}
+            header = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return {}   # a broken file shows up without metadata; using it reports the error
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
+def list_loras(folder) -> list[dict]:
+    """A1111's /loras items: name, alias, path, metadata."""
+    from modules import lora
+
+    return [{"name": item.name, "alias": item.name, "path": item.filename,
+             "metadata": safetensors_metadata(item.filename)}
+            for item in lora.list_loras(folder).values()]
+
+
+def _embedding_item(embedding) -> dict:
+    # A1111's `shape` is the vector width; for SDXL files, clip_g's (the wider encoder)
+    vectors = embedding.vectors.get("clip_g", next(iter(embedding.vectors.values())))
+    return {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+            "shape": int(vectors.shape[1]), "vectors": int(vectors.shape[0])}
+
+
+def list_embeddings(model) -> dict:
+    """A1111's /embeddings: {"loaded": {name: item}, "skipped": {name: item}}.
+
+    With a model loaded, `loaded` holds the embeddings that fit it and `skipped`
+    the others; without one, every readable file counts as loaded. Skipped
+    items carry a `reason` (an Easel addition A1111 clients ignore); files
+    that could not be read have no shape.
+    """
+    from modules import textual_inversion
+
+    db = textual_inversion.database()
+    db.load()
+    if model is None:
+        usable, skipped = db.embeddings, dict(db.unreadable)
+    else:
+        fitting = db.for_model(model)
+        usable, skipped = fitting.usable, fitting.skipped
+    result_skipped = {}
+    for name, reason in skipped.items():
+        embedding = db.embeddings.get(name)
+        item = _embedding_item(embedding) if embedding is not None else \
+            {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None, "vectors": None}
+        result_skipped[name] = {**item, "reason": reason}
+    return {"loaded": {name: _embedding_item(e) for name, e in usable.items()}, "skipped": result_skipped}
 
 
 def redacted_flags(cmd_opts) -> dict:

@@ -76,13 +76,10 @@ def check_txt2img(req: Txt2ImgRequest):
 
 def check_img2img(req: Img2ImgRequest):
     """img2img's Processing object: the images decoded (422 naming init_images[i] / mask), every field checked."""
-    from modules import processing
+    from modules import processing, scripts
 
-    if req.script_name:
-        raise ValueError(f"script_name: no script named {req.script_name!r}; available: none")
-    if req.alwayson_scripts:
-        raise ValueError(f"alwayson_scripts: no script named {', '.join(map(repr, req.alwayson_scripts))}; "
-                         f"available: none")
+    script_args = scripts.api_script_args(scripts.scripts_img2img, req.script_name, req.script_args,
+                                          req.alwayson_scripts)
     if not req.init_images:
         raise ValueError("init_images: at least one base64 image is required")
     check_overrides(req.override_settings)
@@ -96,6 +93,7 @@ def check_img2img(req: Img2ImgRequest):
         fields["mask_blur"] = req.mask_blur
     p = processing.StableDiffusionProcessingImg2Img(init_images=images, mask=mask, **fields)
     processing.validate(p, shared.models.current_family())
+    p.script_args = script_args
     return p
 
 
@@ -136,6 +134,8 @@ def generation_job(p):
 def info_json(result, task_id: str) -> str:
     info = json.loads(result.js())
     info["task_id"] = task_id
+    # problems that did not stop the job (unknown LoRA, a failing extension hook); A1111 has them only in `comments`
+    info["warnings"] = list(getattr(result, "warnings", None) or [])
     return json.dumps(info)
 
 

@@ -43,6 +43,7 @@ def create_ui() -> gr.Blocks:
         top_bar.bind_native_size(txt2img.width, txt2img.height)
         top_bar.wire()
         png_info.bind_txt2img(txt2img, tabs, "txt2img")
+        png_info.bind_img2img(img2img, tabs, "img2img")
         settings.refresh_on_load(blocks)
     return blocks
 

@@ -12,13 +12,18 @@ from modules.ui.progress import progress_html
 from modules.ui.txt2img import POLL_SECONDS, _finish, _remember_job, error_html
 
 
-def run_processing(make_processing, label: str, request: gr.Request | None):
-    """`make_processing()` builds the Processing object (ValueError/TypeError = bad input, shown, nothing queued)."""
+def run_processing(make_processing, label: str, request: gr.Request | None, run=None):
+    """`make_processing()` builds the Processing object (ValueError/TypeError = bad input, shown, nothing queued).
+
+    `run(p) -> Processed` generates it on the worker (default: process_images;
+    the tabs pass scripts.run_with_scripts with their script arguments).
+    """
     from modules.processing import process_images
 
+    run = run or process_images
     try:
         p = make_processing()
-        job = shared.queue.submit(lambda _job: process_images(p), label=label)
+        job = shared.queue.submit(lambda _job: run(p), label=label)
     except (ValueError, TypeError) as exc:
         gr.Warning(str(exc))
         yield gr.skip(), "", gr.skip(), error_html(str(exc)), gr.skip(), gr.skip()

@@ -10,8 +10,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from modules import shared
-from modules.ui import generation
+from modules import scripts, shared
+from modules.ui import generation, scripts_ui, styles_ui
+from modules.ui.extra_networks_ui import ExtraNetworksUI
+from modules.ui.styles_ui import StylesUI
+from modules.ui.token_counter import TokenCounter
 from modules.ui.txt2img import _default, interrupt, reuse_seed, select_image, skip
 
 SUB_TABS = ("img2img", "inpaint", "inpaint_upload")
@@ -34,18 +37,26 @@ class Img2ImgTab:
             with gr.Column(scale=6):
                 self.prompt = gr.Textbox(label="Prompt", elem_id="img2img_prompt", lines=3,
                                          placeholder="Prompt (Ctrl+Enter to generate)")
+                self.token_counter = TokenCounter("img2img_token_counter")
                 self.negative_prompt = gr.Textbox(label="Negative prompt", elem_id="img2img_neg_prompt", lines=2)
+                self.negative_token_counter = TokenCounter("img2img_negative_token_counter", negative=True)
             with gr.Column(scale=1, min_width=240, elem_id="img2img_actions"):
                 self.generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate",
                                           elem_classes=["easel-generate"])
                 with gr.Row():
                     self.interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt", min_width=60)
                     self.skip = gr.Button("Skip", elem_id="img2img_skip", min_width=60)
+                with gr.Row():
+                    # A1111's ↙️: fill the fields from generation parameters pasted into the prompt box
+                    self.paste = gr.Button("↙️", elem_id="img2img_paste", min_width=40, elem_classes=["easel-tool"])
+                self.style_tools = StylesUI("img2img")
+                self.styles = self.style_tools.dropdown     # sent with Generate, applied to the job's prompts
+        self.extra_networks = ExtraNetworksUI("img2img")
 
         self.mode = gr.State("img2img")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_id="img2img_settings"):
-                with gr.Tabs(elem_id="mode_img2img"):
+                with gr.Tabs(elem_id="mode_img2img") as self.mode_tabs:
                     with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_plain:
                         self.init_image = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil",
                                                    image_mode="RGBA", sources=["upload", "clipboard"], height=420)
@@ -101,6 +112,8 @@ class Img2ImgTab:
                                                  elem_classes=["easel-tool"])
                     self.reuse_seed = gr.Button("♻️", elem_id="img2img_reuse_seed", scale=0, min_width=40,
                                                 elem_classes=["easel-tool"])
+                # extension scripts: always-on sections and the "Script" dropdown (flat args, A1111 layout)
+                self.script_inputs = scripts_ui.create_script_components(scripts.scripts_img2img)
             with gr.Column(scale=6, elem_id="img2img_results"):
                 self.progress = gr.HTML("", elem_id="img2img_progress")
                 self.preview = gr.Image(label="Preview", elem_id="img2img_preview", format="png",
@@ -113,13 +126,24 @@ class Img2ImgTab:
         self._wire()
 
     def _wire(self) -> None:
+        from modules.ui import paste
+
         params = [self.mode, self.init_image, self.sketch, self.upload_image, self.upload_mask, self.prompt,
                   self.negative_prompt, self.sampler, self.scheduler, self.steps, self.cfg_scale, self.width,
                   self.height, self.batch_count, self.batch_size, self.seed, self.denoising_strength,
                   self.resize_mode, self.mask_blur, self.mask_mode, self.inpainting_fill, self.inpaint_area,
                   self.padding]
         outputs = [self.preview, self.progress, self.gallery, self.info, self.infotexts, self.selected]
-        self.generate.click(generate, inputs=params, outputs=outputs, concurrency_limit=None, show_progress="hidden")
+        fixed = params + [self.styles]
+        if len(fixed) != IMG2IMG_PARAMS:   # the scripts' arguments are sliced off after IMG2IMG_PARAMS values
+            raise RuntimeError(f"img2img Generate sends {len(fixed)} fixed values; IMG2IMG_PARAMS is {IMG2IMG_PARAMS}")
+        self.generate.click(generate_with_scripts, inputs=fixed + self.script_inputs, outputs=outputs,
+                            concurrency_limit=None, show_progress="hidden")
+        paste.bind_paste_button(self.paste, self, paste.IMG2IMG_FIELDS, self.prompt, runner=scripts.scripts_img2img)
+        self.token_counter.wire(self.prompt, self.steps)
+        self.negative_token_counter.wire(self.negative_prompt, self.steps)
+        self.style_tools.wire(self.prompt, self.negative_prompt)
+        self.extra_networks.wire(self.prompt)
         self.interrupt.click(interrupt, show_progress="hidden", concurrency_limit=None)
         self.skip.click(skip, show_progress="hidden", concurrency_limit=None)
         self.gallery.select(select_image, inputs=[self.infotexts], outputs=[self.info, self.selected],
@@ -177,11 +201,25 @@ def build_processing(mode, init_image, sketch, upload_image, upload_mask, prompt
     )
 
 
+IMG2IMG_PARAMS = 24   # values of the fixed controls (generate's arguments up to styles) before the script arguments
+
+
+def generate_with_scripts(request: gr.Request, *values):
+    """Generate's handler: the fixed controls, then the scripts' flat argument list."""
+    yield from generate(*values[:IMG2IMG_PARAMS], request=request, script_args=list(values[IMG2IMG_PARAMS:]))
+
+
 def generate(mode, init_image, sketch, upload_image, upload_mask, prompt, negative_prompt, sampler_name, scheduler,
              steps, cfg_scale, width, height, batch_count, batch_size, seed, denoising_strength, resize_mode,
-             mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, request: gr.Request = None):
+             mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, styles=None, request: gr.Request = None,
+             script_args=None):
     """Submit an img2img job and stream its previews, progress and result to the page."""
     values = (mode, init_image, sketch, upload_image, upload_mask, prompt, negative_prompt, sampler_name, scheduler,
               steps, cfg_scale, width, height, batch_count, batch_size, seed, denoising_strength, resize_mode,
               mask_blur, mask_mode, inpainting_fill, inpaint_area, padding)
-    yield from generation.run_processing(lambda: build_processing(*values), "img2img", request)
+
+    def run(p):
+        return scripts.run_with_scripts(p, script_args, scripts.scripts_img2img)
+
+    yield from generation.run_processing(lambda: styles_ui.apply_to_processing(build_processing(*values), styles),
+                                         "img2img", request, run=run)

@@ -1,23 +1,10 @@
-"""The PNG Info tab: drop an image, read its generation parameters, send them to txt2img."""
+"""The PNG Info tab: drop an image, read its generation parameters, send them to txt2img, img2img or inpaint."""
 from __future__ import annotations
 
 import html
 
 import gradio as gr
 from PIL import Image
-
-# infotext key -> (txt2img tab attribute, converter)
-_TXT2IMG_FIELDS = {
-    "Prompt": ("prompt", str),
-    "Negative prompt": ("negative_prompt", str),
-    "Steps": ("steps", int),
-    "Sampler": ("sampler", str),
-    "Schedule type": ("scheduler", str),
-    "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int),
-    "Size-1": ("width", int),
-    "Size-2": ("height", int),
-}
 
 
 def read_image_infotext(path: str | None) -> str | None:
@@ -36,27 +23,12 @@ def infotext_to_html(text: str | None) -> str:
     return '<div class="easel-infotext">' + html.escape(text).replace("\n", "<br>") + "</div>"
 
 
-def txt2img_values(text: str | None, choices: dict[str, list]) -> list:
-    """Updates for the txt2img fields (in `_TXT2IMG_FIELDS` order) from an infotext.
-
-    Fields the infotext lacks, that fail to convert, or (for dropdowns, whose
-    allowed values are in `choices` by attribute) name an unknown value are
-    left as they are.
-    """
-    from modules.infotext import parse_infotext
-
-    params = parse_infotext(text) if text else {}
-    updates = []
-    for key, (attr, convert) in _TXT2IMG_FIELDS.items():
-        value = params.get(key)
-        try:
-            value = convert(value) if value is not None else None
-        except (TypeError, ValueError):
-            value = None
-        if value is not None and attr in choices and value not in choices[attr]:
-            value = None
-        updates.append(gr.skip() if value is None else gr.update(value=value))
-    return updates
+def image_for_img2img(path: str | None) -> Image.Image | None:
+    """The PNG Info image as the img2img tab takes it (RGBA, loaded into memory)."""
+    if not path:
+        return None
+    with Image.open(path) as image:
+        return image.convert("RGBA")
 
 
 class PngInfoTab:
@@ -68,7 +40,10 @@ class PngInfoTab:
             with gr.Column():
                 self.info = gr.HTML("", elem_id="pnginfo_generation_info")
                 self.raw = gr.Textbox(visible=False, elem_id="pnginfo_raw")
-                self.send_to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                with gr.Row():
+                    self.send_to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                    self.send_to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
+                    self.send_to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint")
 
         def show(path):
             text = read_image_infotext(path)
@@ -77,11 +52,42 @@ class PngInfoTab:
         self.image.change(show, inputs=[self.image], outputs=[self.info, self.raw], show_progress="hidden")
 
     def bind_txt2img(self, txt2img, tabs: gr.Tabs, txt2img_tab_id: str) -> None:
-        """Send to txt2img fills the txt2img fields from the infotext and switches tab."""
-        components = [getattr(txt2img, attr) for attr, _ in _TXT2IMG_FIELDS.values()]
-        choices = {attr: [value for _, value in getattr(txt2img, attr).choices] for attr in ("sampler", "scheduler")}
+        """Send to txt2img fills the txt2img fields the infotext names (hires fix included) and switches tab."""
+        from modules.ui import paste
+
+        attrs = paste.paste_targets(txt2img, paste.TXT2IMG_FIELDS)
+        choices = paste.dropdown_choices(txt2img, ("sampler", "scheduler", "hr_upscaler", "hr_sampler_name"))
 
         def send(text):
-            return (*txt2img_values(text, choices), gr.Tabs(selected=txt2img_tab_id))
+            updates = paste.updates_for(text, attrs, paste.TXT2IMG_FIELDS, choices)
+            enable_hr = updates[attrs.index("enable_hr")] if "enable_hr" in attrs else gr.skip()
+            accordion = gr.update(open=enable_hr["value"]) if isinstance(enable_hr, dict) and "value" in enable_hr \
+                else gr.skip()
+            return (*updates, accordion, gr.Tabs(selected=txt2img_tab_id))
 
-        self.send_to_txt2img.click(send, inputs=[self.raw], outputs=[*components, tabs], show_progress="hidden")
+        outputs = [getattr(txt2img, attr) for attr in attrs] + [txt2img.hr_accordion, tabs]
+        self.send_to_txt2img.click(send, inputs=[self.raw], outputs=outputs, show_progress="hidden")
+
+    def bind_img2img(self, img2img, tabs: gr.Tabs, img2img_tab_id: str) -> None:
+        """Send to img2img / inpaint: the image into that sub-tab, the fields from its infotext, switch tabs."""
+        from modules.ui import paste
+
+        attrs = paste.paste_targets(img2img, paste.IMG2IMG_FIELDS)
+        choices = paste.dropdown_choices(img2img, ("sampler", "scheduler"))
+        fields = [getattr(img2img, attr) for attr in attrs]
+
+        def send_plain(path, text):
+            return (image_for_img2img(path), "img2img", gr.Tabs(selected="img2img"),
+                    *paste.updates_for(text, attrs, paste.IMG2IMG_FIELDS, choices), gr.Tabs(selected=img2img_tab_id))
+
+        def send_inpaint(path, text):
+            image = image_for_img2img(path)
+            editor = None if image is None else {"background": image, "layers": [], "composite": image}
+            return (editor, "inpaint", gr.Tabs(selected="inpaint"),
+                    *paste.updates_for(text, attrs, paste.IMG2IMG_FIELDS, choices), gr.Tabs(selected=img2img_tab_id))
+
+        tail = [img2img.mode, img2img.mode_tabs, *fields, tabs]
+        self.send_to_img2img.click(send_plain, inputs=[self.image, self.raw], outputs=[img2img.init_image, *tail],
+                                   show_progress="hidden")
+        self.send_to_inpaint.click(send_inpaint, inputs=[self.image, self.raw], outputs=[img2img.sketch, *tail],
+                                   show_progress="hidden")

@@ -13,7 +13,10 @@ import threading
 import gradio as gr
 
 from modules import scripts, shared
-from modules.ui import scripts_ui
+from modules.ui import scripts_ui, styles_ui
+from modules.ui.extra_networks_ui import ExtraNetworksUI
+from modules.ui.styles_ui import StylesUI
+from modules.ui.token_counter import TokenCounter
 from modules.ui.progress import progress_html
 
 POLL_SECONDS = 0.15
@@ -100,13 +103,21 @@ class Txt2ImgTab:
             with gr.Column(scale=6):
                 self.prompt = gr.Textbox(label="Prompt", elem_id="txt2img_prompt", lines=3,
                                          placeholder="Prompt (Ctrl+Enter to generate)")
+                self.token_counter = TokenCounter("txt2img_token_counter")
                 self.negative_prompt = gr.Textbox(label="Negative prompt", elem_id="txt2img_neg_prompt", lines=2)
+                self.negative_token_counter = TokenCounter("txt2img_negative_token_counter", negative=True)
             with gr.Column(scale=1, min_width=240, elem_id="txt2img_actions"):
                 self.generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate",
                                           elem_classes=["easel-generate"])
                 with gr.Row():
                     self.interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", min_width=60)
                     self.skip = gr.Button("Skip", elem_id="txt2img_skip", min_width=60)
+                with gr.Row():
+                    # A1111's ↙️: fill the fields from generation parameters pasted into the prompt box
+                    self.paste = gr.Button("↙️", elem_id="txt2img_paste", min_width=40, elem_classes=["easel-tool"])
+                self.style_tools = StylesUI("txt2img")
+                self.styles = self.style_tools.dropdown     # sent with Generate (PARAM_NAMES)
+        self.extra_networks = ExtraNetworksUI("txt2img")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_id="txt2img_settings"):
@@ -133,6 +144,8 @@ class Txt2ImgTab:
                                                  elem_classes=["easel-tool"])
                     self.reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
                                                 elem_classes=["easel-tool"])
+                self._variation_seed_controls()
+                self._hires_controls(sampler_names)
                 # extension scripts: always-on sections and the "Script" dropdown (flat args, A1111 layout)
                 self.script_inputs = scripts_ui.create_script_components(scripts.scripts_txt2img)
             with gr.Column(scale=6, elem_id="txt2img_results"):
@@ -147,12 +160,64 @@ class Txt2ImgTab:
         self.selected = gr.State(0)
         self._wire()
 
+    def _variation_seed_controls(self) -> None:
+        """A1111's "Extra" seed options: strength 0 = off."""
+        with gr.Accordion("Variation seed", open=False, elem_id="txt2img_subseed_show"):
+            with gr.Row():
+                self.subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id="txt2img_subseed")
+                self.subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                                  elem_id="txt2img_subseed_strength")
+            with gr.Row():
+                self.seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                                    elem_id="txt2img_seed_resize_from_w")
+                self.seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                                    elem_id="txt2img_seed_resize_from_h")
+
+    def _hires_controls(self, sampler_names: list[str]) -> None:
+        """The "Hires. fix" accordion: opening it turns hires fix on (A1111 1.6+), the checkbox shows it."""
+        from modules import hires
+
+        with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as self.hr_accordion:
+            self.enable_hr = gr.Checkbox(label="Enable hires. fix", value=False, elem_id="txt2img_hr-checkbox")
+            with gr.Row():
+                self.hr_upscaler = gr.Dropdown(label="Upscaler", choices=hires.UPSCALERS, value=hires.DEFAULT_UPSCALER,
+                                               elem_id="txt2img_hr_upscaler")
+                self.hr_second_pass_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)",
+                                                      elem_id="txt2img_hires_steps")
+                self.denoising_strength = gr.Slider(0, 1, value=hires.DEFAULT_DENOISING, step=0.01,
+                                                    label="Denoising strength", elem_id="txt2img_denoising_strength")
+            with gr.Row():
+                self.hr_scale = gr.Slider(1, hires.MAX_HR_SCALE, value=2, step=0.05, label="Upscale by",
+                                          elem_id="txt2img_hr_scale")
+                self.hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to (0: use scale)",
+                                             elem_id="txt2img_hr_resize_x")
+                self.hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to (0: use scale)",
+                                             elem_id="txt2img_hr_resize_y")
+            self.hr_sampler_name = gr.Dropdown(label="Hires sampling method", value=hires.SAME_SAMPLER,
+                                               choices=[hires.SAME_SAMPLER, *sampler_names], elem_id="hr_sampler")
+            self.hr_prompt = gr.Textbox(label="Hires prompt (empty: same as the prompt)", lines=2,
+                                        elem_id="hires_prompt")
+            self.hr_negative_prompt = gr.Textbox(label="Hires negative prompt (empty: same)", lines=2,
+                                                 elem_id="hires_neg_prompt")
+        self.hr_accordion.expand(lambda: True, outputs=[self.enable_hr], show_progress="hidden",
+                                 concurrency_limit=None)
+        self.hr_accordion.collapse(lambda: False, outputs=[self.enable_hr], show_progress="hidden",
+                                   concurrency_limit=None)
+
     def _wire(self) -> None:
-        params = [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.cfg_scale,
-                  self.width, self.height, self.batch_count, self.batch_size, self.seed]
+        from modules.ui import paste
+
+        params = [getattr(self, name) for name in PARAM_NAMES]
         outputs = [self.preview, self.progress, self.gallery, self.info, self.infotexts, self.selected]
         self.generate.click(generate_with_scripts, inputs=params + self.script_inputs, outputs=outputs,
                             concurrency_limit=None, show_progress="hidden")
+        self.token_counter.wire(self.prompt, self.steps)
+        self.negative_token_counter.wire(self.negative_prompt, self.steps)
+        self.style_tools.wire(self.prompt, self.negative_prompt)
+        self.extra_networks.wire(self.prompt)
+        paste.bind_paste_button(self.paste, self, paste.TXT2IMG_FIELDS, self.prompt, extra_outputs=[self.hr_accordion],
+                                extra=lambda values: [gr.update(open=values["enable_hr"]) if "enable_hr" in values
+                                                     else gr.skip()], runner=scripts.scripts_txt2img)
         self.interrupt.click(interrupt, show_progress="hidden", concurrency_limit=None)
         self.skip.click(skip, show_progress="hidden", concurrency_limit=None)
         self.gallery.select(select_image, inputs=[self.infotexts], outputs=[self.info, self.selected],
@@ -166,26 +231,59 @@ def _default(choices: list[str], preferred: str) -> str | None:
     return preferred if preferred in choices else (choices[0] if choices else None)
 
 
-GENERATE_PARAMS = 11   # values of the fixed controls before the script arguments
+# Tab attributes whose values Generate sends, in order, before the scripts' flat argument list.
+PARAM_NAMES = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height",
+               "batch_count", "batch_size", "seed", "subseed", "subseed_strength", "seed_resize_from_w",
+               "seed_resize_from_h", "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x",
+               "hr_resize_y", "denoising_strength", "hr_sampler_name", "hr_prompt", "hr_negative_prompt", "styles")
+GENERATE_PARAMS = len(PARAM_NAMES)   # values of the fixed controls before the script arguments
 
 
 def generate_with_scripts(request: gr.Request, *values):
     """Generate's handler: the fixed controls, then the scripts' flat argument list."""
-    yield from generate(*values[:GENERATE_PARAMS], request=request, script_args=list(values[GENERATE_PARAMS:]))
+    fields = dict(zip(PARAM_NAMES, values[:GENERATE_PARAMS]))
+    yield from generate(fields, request=request, script_args=list(values[GENERATE_PARAMS:]))
 
 
-def generate(prompt, negative_prompt, sampler_name, scheduler, steps, cfg_scale, width, height, batch_count,
-             batch_size, seed, request: gr.Request = None, script_args=None):
-    """Submit a txt2img job and stream its previews, progress and result to the page."""
+def _int_or(value, default: int) -> int:
+    return int(value) if value is not None else default
+
+
+def build_processing(values: dict):
+    """The tab's values by attribute name (PARAM_NAMES; missing ones get the defaults) -> Processing object."""
+    from modules import hires
     from modules.processing import StableDiffusionProcessingTxt2Img
 
+    v = dict(values)
+    enable_hr = bool(v.get("enable_hr", False))
+    hr_sampler = v.get("hr_sampler_name") or hires.SAME_SAMPLER
+    resize_w, resize_h = _int_or(v.get("seed_resize_from_w"), 0), _int_or(v.get("seed_resize_from_h"), 0)
+    p = StableDiffusionProcessingTxt2Img(
+        prompt=v.get("prompt") or "", negative_prompt=v.get("negative_prompt") or "",
+        seed=_int_or(v.get("seed"), -1), subseed=_int_or(v.get("subseed"), -1),
+        subseed_strength=float(v.get("subseed_strength") or 0.0),
+        # 0 in the boxes means "off"; Processing's off value is -1
+        seed_resize_from_w=resize_w if resize_w > 0 else -1, seed_resize_from_h=resize_h if resize_h > 0 else -1,
+        sampler_name=v.get("sampler"), scheduler=v.get("scheduler"), steps=int(v.get("steps", 20)),
+        cfg_scale=float(v.get("cfg_scale", 7)), width=int(v.get("width", 512)), height=int(v.get("height", 512)),
+        batch_size=int(v.get("batch_size", 1)), n_iter=int(v.get("batch_count", 1)),
+        enable_hr=enable_hr, hr_scale=float(v.get("hr_scale", 2.0)),
+        hr_upscaler=v.get("hr_upscaler") or hires.DEFAULT_UPSCALER,
+        hr_second_pass_steps=_int_or(v.get("hr_second_pass_steps"), 0),
+        hr_resize_x=_int_or(v.get("hr_resize_x"), 0), hr_resize_y=_int_or(v.get("hr_resize_y"), 0),
+        # txt2img reads denoising strength only for the hires pass (as A1111 does)
+        denoising_strength=float(v.get("denoising_strength", hires.DEFAULT_DENOISING)) if enable_hr else None,
+        hr_sampler_name=None if hr_sampler == hires.SAME_SAMPLER else hr_sampler,
+        hr_prompt=v.get("hr_prompt") or "", hr_negative_prompt=v.get("hr_negative_prompt") or "",
+    )
+    return styles_ui.apply_to_processing(p, v.get("styles"))   # process_images merges them into the prompts
+
+
+def generate(values: dict, request: gr.Request = None, script_args=None):
+    """Submit a txt2img job and stream its previews, progress and result to the page."""
     # outputs: preview, progress, gallery, info, infotexts, selected
     try:
-        p = StableDiffusionProcessingTxt2Img(
-            prompt=prompt or "", negative_prompt=negative_prompt or "", seed=int(seed if seed is not None else -1),
-            sampler_name=sampler_name, scheduler=scheduler, steps=int(steps), cfg_scale=float(cfg_scale),
-            width=int(width), height=int(height), batch_size=int(batch_size), n_iter=int(batch_count),
-        )
+        p = build_processing(values)
         job = shared.queue.submit(lambda _job: scripts.run_with_scripts(p, script_args, scripts.scripts_txt2img),
                                   label="txt2img")
     except (ValueError, TypeError) as exc:  # bad parameters: say which, keep the page as it was
