@@ -116,13 +116,19 @@ def test_save_edit_delete_styles_change_the_file(styles_file):
 def test_selected_styles_are_applied_at_generation(styles_file):
     from modules.ui import txt2img
 
+    from modules import processing
+
     p = txt2img.build_processing({"prompt": "a cat", "negative_prompt": "blurry", "styles": ["Cinematic"],
                                   "sampler": "Euler", "scheduler": "Automatic"})
-    assert (p.prompt, p.negative_prompt, p.styles) == ("film still of a cat, grain", "blurry, cartoon", ["Cinematic"])
+    assert p.styles == ["Cinematic"]
+    processing._apply_styles(p)   # what process_images does first, for the page and the API alike
+    assert (p.prompt, p.negative_prompt) == ("film still of a cat, grain", "blurry, cartoon")
     plain = txt2img.build_processing({"prompt": "a cat", "sampler": "Euler", "scheduler": "Automatic"})
+    processing._apply_styles(plain)
     assert (plain.prompt, plain.styles) == ("a cat", [])
+    gone = txt2img.build_processing({"prompt": "a cat", "styles": ["Gone"], "sampler": "Euler"})
     with pytest.raises(ValueError, match="Gone"):
-        txt2img.build_processing({"prompt": "a cat", "styles": ["Gone"], "sampler": "Euler"})
+        processing._apply_styles(gone)
 
 
 def test_img2img_generate_applies_the_selected_styles(styles_file, monkeypatch):
@@ -132,8 +138,11 @@ def test_img2img_generate_applies_the_selected_styles(styles_file, monkeypatch):
     monkeypatch.setattr(generation, "run_processing", lambda make, label, request, **_: iter([made.append(make())]))
     list(img2img.generate("img2img", Image.new("RGB", (64, 64)), None, None, None, "a cat", "", "Euler",
                           "Automatic", 2, 7, 64, 64, 1, 1, 1, 0.5, 0, 4, 0, 1, 0, 32, ["Cinematic", "Sharp"]))
-    assert made[0].prompt == "film still of a cat, grain, sharp focus" and made[0].negative_prompt == "cartoon"
     assert made[0].styles == ["Cinematic", "Sharp"]
+    from modules import processing
+
+    processing._apply_styles(made[0])
+    assert made[0].prompt == "film still of a cat, grain, sharp focus" and made[0].negative_prompt == "cartoon"
 
 
 # ---------------------------------------------------------------- extra networks cards
