@@ -115,7 +115,9 @@ def main(argv=None) -> None:
         return
     app, shared = create_app(cmd_opts)
     atexit.register(script_callbacks.script_unloaded_callback)
-    start_model_load(shared, cmd_opts)
+    # The model loads once the server is listening: its imports (torch, diffusers) would
+    # otherwise compete with the page's start-up for the interpreter.
+    app.router.on_startup.append(lambda: start_model_load(shared, cmd_opts))
     host = cmd_args.server_name(cmd_opts)
     if cmd_opts.share:
         print(SHARE_UNAVAILABLE, flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # run as a script from anywhere
 PROMPTS = [
     "a red circle", "a blue square on a yellow background", "a large green star in the center",
     "a small white triangle in the top left", "a purple ring on a black background", "a yellow cross",
