@@ -44,7 +44,8 @@ def choose(cmd_opts, precision_setting: str = "fp32") -> DeviceChoice:
         vae_dtype = torch.float32 if (no_half or getattr(cmd_opts, "no_half_vae", False)) else dtype
     else:
         device = torch.device("cpu")
-        wants_bf16 = precision_flag == "bf16" or (precision_flag is None and precision_setting == "bf16")
+        # "autocast" is the flag's default: on CPU it defers to the precision setting
+        wants_bf16 = precision_flag == "bf16" or (precision_flag in (None, "autocast") and precision_setting == "bf16")
         dtype = torch.bfloat16 if wants_bf16 and not no_half else torch.float32
         vae_dtype = torch.float32 if getattr(cmd_opts, "no_half_vae", False) else dtype
     attention = "sdpa"

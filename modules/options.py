@@ -374,6 +374,10 @@ def default_options():
     options.update(options_section(vae, {
         "sd_vae": OptionInfo("Automatic", "SD VAE").info(
             "Automatic: a VAE named like the checkpoint, else the checkpoint's own"),
+        "vae_tiling": OptionInfo(
+            "Auto", "VAE tiled decode", component_args={"choices": ["Auto", "On", "Off"]}).info(
+            "decode large images in overlapping tiles to bound memory; "
+            "Auto: only above 1024x1024 pixels for SD (latent larger than 128x128)"),
     }))
     options.update(options_section(previews, {
         "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),

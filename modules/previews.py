@@ -27,10 +27,44 @@ def tensor_to_images(decoded: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
 
 
-def decode_latents(model, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1] with the model's VAE."""
+VAE_TILING_CHOICES = ("Auto", "On", "Off")
+# "Auto" tiles latents with more than 128x128 positions (above 1024x1024 pixels
+# for SD's 8x VAE): a whole SD1.5 VAE decode in fp32 added ~1 GiB of peak
+# memory at 512 px and ~2.1 GiB at 768 px (benchmarks/bench_vae.py), growing
+# with the pixel count: ~4 GiB at 1024 px, ~15 GiB at 2048 px. Tiles cost
+# more time (overlap), so small images stay whole.
+VAE_TILING_AUTO_LATENT_AREA = 128 * 128
+
+
+def wants_tiled_decode(latents: torch.Tensor, tiling: str) -> bool:
+    """Whether the "vae_tiling" setting asks for tiles for a latent of this size."""
+    if tiling not in VAE_TILING_CHOICES:
+        raise ValueError(f"vae_tiling must be one of {', '.join(VAE_TILING_CHOICES)}; got {tiling!r}")
+    if tiling == "Auto":
+        return latents.shape[-2] * latents.shape[-1] > VAE_TILING_AUTO_LATENT_AREA
+    return tiling == "On"
+
+
+def _tiling_setting() -> str:
+    from modules import shared
+
+    return getattr(shared.opts, "vae_tiling", "Auto") if shared.opts is not None else "Auto"
+
+
+def decode_latents(model, latents: torch.Tensor, tiling: str | None = None) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1] with the model's VAE.
+
+    tiling: "Auto" / "On" / "Off" (default: the vae_tiling setting). Tiles are
+    diffusers' own AutoencoderKL tiling (overlapping tiles of the VAE's
+    sample_size, blended at the borders); a latent no larger than one tile is
+    decoded whole either way.
+    """
     vae = model.vae
     vae_dtype = next(vae.parameters()).dtype
+    if wants_tiled_decode(latents, tiling or _tiling_setting()):
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
     with torch.inference_mode():
         return vae.decode(latents.to(model.device, vae_dtype) / model.vae_scaling_factor).sample
 

@@ -89,3 +89,16 @@ def test_no_checkpoint_says_how_to_add_one(tmp_path):
     assert "models/Stable-diffusion" in manager.status_text()
     with pytest.raises(RuntimeError, match="models/Stable-diffusion"):
         manager.require_model()
+
+
+def test_precision_setting_and_flag_choose_the_cpu_dtype():
+    from modules import devices
+
+    def dtype(argv, setting):
+        return devices.choose(cmd_args.parse_args(argv + ["--use-cpu", "all"], environ={}), setting).dtype
+
+    assert dtype([], "fp32") == torch.float32
+    assert dtype([], "bf16") == torch.bfloat16                      # the setting applies without a flag
+    assert dtype(["--precision", "bf16"], "fp32") == torch.bfloat16
+    assert dtype(["--precision", "full"], "bf16") == torch.float32  # full = fp32 everywhere
+    assert dtype(["--no-half", "--precision", "bf16"], "bf16") == torch.float32
