@@ -185,3 +185,16 @@ def test_styles_from_styles_csv_are_merged_into_prompts(sd1_model, tmp_path, mon
     assert result.infotexts[0].startswith("a cat, sharp focus\nNegative prompt: blurry\n")
     with pytest.raises(ValueError, match="no style named 'Nope'"):
         processing.process_images(txt2img(sd1_model, prompt="a cat", styles=["Nope"], steps=1))
+
+
+@pytest.mark.parametrize("family_id", ["sd2-v", "sdxl", "sd1-inpaint"])
+def test_other_families_generate_through_the_same_path(tmp_path, family_id):
+    from modules import sd_models
+
+    model = sd_models.load_model(str(make_tiny_checkpoint(tmp_path, family_id)), torch.device("cpu"), torch.float32)
+    assert model.family.id == family_id
+    result = processing.process_images(txt2img(model, prompt="a red circle", negative_prompt="blue", seed=4,
+                                               steps=2, sampler_name="DPM++ 2M"))
+    assert result.images[0].size == (64, 64)
+    assert torch.isfinite(result.latents[0]).all()
+    assert "Sampler: DPM++ 2M, Schedule type: Karras" in result.infotexts[0]
