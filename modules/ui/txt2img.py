@@ -17,7 +17,6 @@ from modules.ui import scripts_ui, styles_ui
 from modules.ui.extra_networks_ui import ExtraNetworksUI
 from modules.ui.styles_ui import StylesUI
 from modules.ui.token_counter import TokenCounter
-from modules.ui.progress import progress_html
 
 POLL_SECONDS = 0.15
 
@@ -281,33 +280,11 @@ def build_processing(values: dict):
 
 def generate(values: dict, request: gr.Request = None, script_args=None):
     """Submit a txt2img job and stream its previews, progress and result to the page."""
-    # outputs: preview, progress, gallery, info, infotexts, selected
-    try:
-        p = build_processing(values)
-        job = shared.queue.submit(lambda _job: scripts.run_with_scripts(p, script_args, scripts.scripts_txt2img),
-                                  label="txt2img")
-    except (ValueError, TypeError) as exc:  # bad parameters: say which, keep the page as it was
-        gr.Warning(str(exc))
-        yield gr.skip(), "", gr.skip(), error_html(str(exc)), gr.skip(), gr.skip()
-        return
+    from modules.ui import generation  # generation reuses this module's helpers
 
-    _remember_job(request, job.id)
-    try:
-        yield gr.update(value=None, visible=True), progress_html(job, shared.queue.position(job.id)), \
-            gr.update(visible=False), "", gr.skip(), gr.skip()
-        shown_preview = 0
-        while not job.wait(POLL_SECONDS):
-            progress = job.progress
-            preview = gr.skip()
-            if progress.preview is not None and progress.preview_id != shown_preview:
-                shown_preview = progress.preview_id
-                preview = progress.preview
-            yield preview, progress_html(job, shared.queue.position(job.id)), gr.skip(), gr.skip(), gr.skip(), \
-                gr.skip()
-    finally:
-        _remember_job(request, None)
-
-    yield from _finish(job)
+    yield from generation.run_processing(
+        lambda: build_processing(values), "txt2img", request,
+        run=lambda p: scripts.run_with_scripts(p, script_args, scripts.scripts_txt2img))
 
 
 def _finish(job):
