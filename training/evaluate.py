@@ -1,0 +1,252 @@
+"""Measure what the demo model understands, through Easel's own generation path.
+
+    venv/bin/python -m training.evaluate [--model models/Stable-diffusion/easel-demo.safetensors]
+
+Generates >=100 prompts (caption templates, word-order variations and
+colour-shape pairs held out of training) with Euler a, 20 steps, CFG 7 via
+`modules.processing.process_images`, judges every image with training/judge.py
+and prints a table; writes docs/demo-model-eval.md. It first measures the
+judge itself on ground-truth renders, so its numbers can be read with that
+accuracy in mind. Tests import `load_demo_model`, `generate` and the judge to
+check that generation controls change images the way they should.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from training import judge
+from training.shapes_dataset import (COLOURS, HELD_OUT_PAIRS, POSITIONS, SHAPES, ShapesDataset,
+                                     _contrasting, parse_prompt_meta)
+
+REPO = Path(__file__).resolve().parent.parent
+# EASEL_DEMO_MODEL points the evaluator and tests/test_demo_model.py at another file (a candidate run).
+DEMO_MODEL = Path(os.environ.get("EASEL_DEMO_MODEL") or REPO / "models" / "Stable-diffusion" / "easel-demo.safetensors")
+REPORT = REPO / "docs" / "demo-model-eval.md"
+SAMPLES_IMAGE = REPO / "docs" / "demo-model-samples.png"
+GOALS = {"colour": 0.90, "shape": 0.75, "position": 0.75, "background": 0.90}
+
+
+# ---------------------------------------------------------------- model + generation
+
+def load_demo_model(path=DEMO_MODEL, dtype=torch.float32):
+    """The shipped demo model, loaded by the same code as any third-party checkpoint."""
+    from modules import sd_models
+
+    return sd_models.load_model(str(path), device="cpu", dtype=dtype)
+
+
+def generate(model, prompts, seed: int = 1000, negative_prompt="", cfg_scale: float = 7.0, steps: int = 20,
+             sampler_name: str = "Euler a", batch_size: int = 8) -> list[Image.Image]:
+    """Images for `prompts` (seeds seed, seed+1, ...) through process_images, nothing saved."""
+    from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    images = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        negatives = negative_prompt if isinstance(negative_prompt, str) else negative_prompt[start:start + batch_size]
+        p = StableDiffusionProcessingTxt2Img(
+            prompt=chunk, negative_prompt=[negatives] * len(chunk) if isinstance(negatives, str) else negatives,
+            seed=seed + start, steps=steps, cfg_scale=cfg_scale, width=64, height=64, sampler_name=sampler_name,
+            batch_size=len(chunk), n_iter=1, sd_model=model, do_not_save_samples=True, do_not_save_grid=True)
+        images.extend(process_images(p).images)
+    return images
+
+
+# ---------------------------------------------------------------- prompts
+
+def build_prompts() -> list[dict]:
+    """The fixed evaluation set: each entry {prompt, category, held_out}."""
+    rng = np.random.default_rng(2024)
+    colours, shapes = list(COLOURS), list(SHAPES)
+    positions = list(POSITIONS)
+    plain_bgs = ["white", "black", "gray", "blue", "yellow", "red", "green", "purple"]
+    seen_pairs = [(c, s) for c in colours for s in shapes if (c, s) not in HELD_OUT_PAIRS]
+    out = []
+
+    def add(prompt, category, pairs):
+        out.append({"prompt": prompt, "category": category,
+                    "held_out": any(p in HELD_OUT_PAIRS for p in pairs)})
+
+    def pick_seen():
+        return seen_pairs[int(rng.integers(len(seen_pairs)))]
+
+    def pick_bg(colour):
+        options = [b for b in plain_bgs if _contrasting(b, (colour,))]
+        return options[int(rng.integers(len(options)))]
+
+    for c, s in sorted(HELD_OUT_PAIRS):                      # 8 held-out, plain template
+        add(f"a {c} {s}", "a {colour} {shape}", [(c, s)])
+    for c, s in sorted(HELD_OUT_PAIRS):                      # 8 held-out, with background
+        add(f"a {c} {s} on a {pick_bg(c)} background", "on a {colour} background", [(c, s)])
+    for c, s in sorted(HELD_OUT_PAIRS):                      # 8 held-out, with position
+        add(f"a large {c} {s} in the {positions[int(rng.integers(len(positions)))]}", "size + position", [(c, s)])
+    for _ in range(20):
+        c, s = pick_seen()
+        add(f"a {c} {s}", "a {colour} {shape}", [(c, s)])
+    for _ in range(20):
+        c, s = pick_seen()
+        add(f"a {c} {s} on a {pick_bg(c)} background", "on a {colour} background", [(c, s)])
+    for i in range(27):
+        c, s = pick_seen()
+        size = "small" if i % 3 == 0 else "large"
+        add(f"a {size} {c} {s} in the {positions[i % len(positions)]}", "size + position", [(c, s)])
+    for _ in range(12):
+        (c1, s1), (c2, s2) = pick_seen(), pick_seen()
+        while c2 == c1:
+            c2, s2 = pick_seen()
+        add(f"a {c1} {s1} and a {c2} {s2}", "two objects", [(c1, s1), (c2, s2)])
+    for i in range(9):                                       # free word order
+        c, s = pick_seen()
+        pos = positions[(i * 4) % len(positions)]
+        variants = [f"{pos}: a {c} {s}", f"a {s}, {c}", f"a {c} {s} on a {pick_bg(c)} background in the {pos}"]
+        add(variants[i % 3], "word order", [(c, s)])
+    return out
+
+
+# ---------------------------------------------------------------- judge self-check
+
+def judge_accuracy_on_ground_truth(count: int = 300, seed: int = 123, degrade: bool = False) -> dict:
+    """Judge accuracy on rendered dataset images with plain backgrounds (optionally blurred + noisy,
+    like model output). Returns {attribute: (correct, total)}."""
+    ds = ShapesDataset(seed=seed, include_held_out=True)
+    rng = np.random.default_rng(seed)
+    scores = defaultdict(lambda: [0, 0])
+    index = 0
+    while scores["shape"][1] < count:
+        sample = ds.sample(index)
+        index += 1
+        if len(sample.objects) != 1 or sample.background in ("striped", "gradient"):
+            continue
+        image = sample.image
+        if degrade:
+            image = image.filter(ImageFilter.GaussianBlur(0.8))
+            noisy = np.asarray(image, np.float32) + rng.normal(0, 8, (64, 64, 3))
+            image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        reading = judge.read_image(image)
+        obj, main = sample.objects[0], reading.main
+        checks = {"colour": main is not None and main.colour == obj.colour,
+                  "shape": main is not None and main.shape == obj.shape,
+                  "size": main is not None and main.size == obj.size,
+                  "background": reading.background == sample.background}
+        if obj.position:
+            checks["position"] = main is not None and main.position == obj.position
+        for key, ok in checks.items():
+            scores[key][0] += int(ok)
+            scores[key][1] += 1
+    return {k: tuple(v) for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(model, prompts: list[dict], seed: int = 1000, batch_size: int = 8, progress=True) -> list[dict]:
+    rows = []
+    texts = [p["prompt"] for p in prompts]
+    started = time.time()
+    for start in range(0, len(texts), batch_size):
+        images = generate(model, texts[start:start + batch_size], seed=seed + start, batch_size=batch_size)
+        for entry, image in zip(prompts[start:start + batch_size], images):
+            result = judge.judge(image, parse_prompt_meta(entry["prompt"]))
+            rows.append({**entry, "image": image, "result": result})
+        if progress:
+            done = len(rows)
+            eta = (time.time() - started) / done * (len(texts) - done)
+            print(f"evaluated {done}/{len(texts)} prompts, ETA {eta:.0f}s", flush=True)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{(group, attribute): (correct, total)} for groups all / seen / held-out / each category."""
+    table = defaultdict(lambda: [0, 0])
+    for row in rows:
+        groups = ["all", "held-out pairs" if row["held_out"] else "seen pairs", row["category"]]
+        for attr, ok in row["result"].items():
+            for g in groups:
+                table[(g, attr)][0] += int(ok)
+                table[(g, attr)][1] += 1
+    return {k: tuple(v) for k, v in table.items()}
+
+
+def _pct(pair) -> str:
+    correct, total = pair
+    return f"{100 * correct / total:.0f}% ({correct}/{total})" if total else "-"
+
+
+def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: list[dict], seconds: float,
+                  model_path) -> str:
+    attrs = ["colour", "shape", "position", "size", "background"]
+    groups = ["all", "seen pairs", "held-out pairs"] + sorted({r["category"] for r in rows})
+    lines = ["# Demo model evaluation", "",
+             f"Model: `{Path(model_path).name}`. {len(rows)} prompts, one image each, generated through "
+             "`modules.processing.process_images` (Euler a, 20 steps, CFG 7, 64x64, seeds 1000+i), "
+             f"judged by `training/judge.py`. Wall time {seconds:.0f} s on this machine's shared CPUs. "
+             "Regenerate with `venv/bin/python -m training.evaluate`.", "",
+             "## Results", "",
+             "| group | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(_pct(summary.get((g, a), (0, 0))) for a in attrs) + " |")
+    lines += ["", "Goals: " + ", ".join(f"{a} >= {int(v * 100)}%" for a, v in GOALS.items()) + ".", ""]
+    for attr, goal in GOALS.items():
+        c, t = summary.get(("all", attr), (0, 0))
+        if t:
+            lines.append(f"- {attr}: {100 * c / t:.0f}% — {'meets' if c / t >= goal else 'BELOW'} the goal")
+    lines += ["", "## The judge's own accuracy (ground-truth renders, plain backgrounds)", "",
+              "| renders | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|",
+              "| clean | " + " | ".join(_pct(judge_clean.get(a, (0, 0))) for a in attrs) + " |",
+              "| blurred (sigma 0.8) + noise (sd 8) | " + " | ".join(_pct(judge_degraded.get(a, (0, 0))) for a in attrs) + " |",
+              "", "## Every prompt", "", "| prompt | held out | judged |", "|---|---|---|"]
+    for r in rows:
+        verdict = ", ".join(f"{k} {'ok' if v else 'WRONG'}" for k, v in r["result"].items())
+        lines.append(f"| {r['prompt']} | {'yes' if r['held_out'] else ''} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def contact_sheet(rows: list[dict], columns: int = 16, scale: int = 2) -> Image.Image:
+    n = len(rows)
+    rows_count = (n + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * 64 * scale, rows_count * 64 * scale), (255, 255, 255))
+    for i, r in enumerate(rows):
+        tile = r["image"].resize((64 * scale, 64 * scale), Image.NEAREST)
+        sheet.paste(tile, ((i % columns) * 64 * scale, (i // columns) * 64 * scale))
+    return sheet
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(DEMO_MODEL))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts (quick look)")
+    ap.add_argument("--report", default=str(REPORT), help="markdown output ('' to skip)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    prompts = build_prompts()
+    if args.limit:
+        prompts = prompts[:args.limit]
+    judge_clean = judge_accuracy_on_ground_truth(degrade=False)
+    judge_degraded = judge_accuracy_on_ground_truth(degrade=True)
+    model = load_demo_model(args.model)
+    started = time.time()
+    rows = evaluate(model, prompts)
+    seconds = time.time() - started
+    summary = summarize(rows)
+    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model)
+    print(report.split("## Every prompt")[0])
+    if args.report:
+        Path(args.report).write_text(report)
+        contact_sheet(rows).save(SAMPLES_IMAGE if args.report == str(REPORT) else Path(args.report).with_suffix(".png"))
+        print(f"wrote {args.report}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
