@@ -211,7 +211,9 @@ def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: 
     return "\n".join(lines) + "\n"
 
 
-def contact_sheet(rows: list[dict], columns: int = 16, scale: int = 2) -> Image.Image:
+def contact_sheet(rows: list[dict], columns: int = 16, scale: int = 1, limit: int = 32) -> Image.Image:
+    """The first `limit` images in prompt order (kept small: it is committed under docs/)."""
+    rows = rows[:limit]
     n = len(rows)
     rows_count = (n + columns - 1) // columns
     sheet = Image.new("RGB", (columns * 64 * scale, rows_count * 64 * scale), (255, 255, 255))
