@@ -139,45 +139,37 @@ def info_json(result, task_id: str) -> str:
     return json.dumps(info)
 
 
+async def run_generation(req, check, label: str, parameters: dict) -> dict:
+    """Validate (422), queue (409 on a duplicate task id), wait, and answer A1111's response shape."""
+    try:
+        p = check(req)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc))
+    try:
+        job = shared.queue.submit(generation_job(p), task_id=req.force_task_id, label=label)
+    except ValueError as exc:
+        raise HTTPException(409, detail=str(exc))
+    await wait_for(job)
+    raise_for_job(job)
+    result = job.result
+    images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
+              if req.send_images else [])
+    return {"images": images, "parameters": parameters, "info": info_json(result, job.id)}
+
+
 def create_router() -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
     @router.post("/txt2img")
     async def txt2img(req: Txt2ImgRequest):
-        try:
-            p = check_txt2img(req)
-        except ValueError as exc:
-            raise HTTPException(422, detail=str(exc))
-        try:
-            job = shared.queue.submit(generation_job(p), task_id=req.force_task_id, label="txt2img")
-        except ValueError as exc:
-            raise HTTPException(409, detail=str(exc))
-        await wait_for(job)
-        raise_for_job(job)
-        result = job.result
-        images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
-                  if req.send_images else [])
-        return {"images": images, "parameters": req.model_dump(), "info": info_json(result, job.id)}
+        return await run_generation(req, check_txt2img, "txt2img", req.model_dump())
 
     @router.post("/img2img")
     async def img2img(req: Img2ImgRequest):
-        try:
-            p = check_img2img(req)
-        except ValueError as exc:
-            raise HTTPException(422, detail=str(exc))
-        try:
-            job = shared.queue.submit(generation_job(p), task_id=req.force_task_id, label="img2img")
-        except ValueError as exc:
-            raise HTTPException(409, detail=str(exc))
-        await wait_for(job)
-        raise_for_job(job)
-        result = job.result
-        images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
-                  if req.send_images else [])
         parameters = req.model_dump()
         if not req.include_init_images:   # A1111 leaves the (large) inputs out of the echo unless asked
             parameters["init_images"], parameters["mask"] = None, None
-        return {"images": images, "parameters": parameters, "info": info_json(result, job.id)}
+        return await run_generation(req, check_img2img, "img2img", parameters)
 
     @router.post("/png-info")
     def png_info(req: PngInfoRequest):
