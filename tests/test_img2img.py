@@ -15,14 +15,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def sd1_model(tmp_path_factory):
-    from modules import sd_models
-
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "sd1")
-    return sd_models.load_model(str(path), torch.device("cpu"), torch.float32)
-
-
-@pytest.fixture(scope="module")
 def inpaint_model(tmp_path_factory):
     from modules import sd_models
 

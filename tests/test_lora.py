@@ -15,14 +15,6 @@ from tests.factories import make_tiny_checkpoint
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def sd1_model(tmp_path_factory):
-    from modules import sd_models
-
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "sd1")
-    return sd_models.load_model(str(path), torch.device("cpu"), torch.float32)
-
-
 @pytest.fixture
 def lora_folder(tmp_path, monkeypatch):
     """An app data dir in tmp_path with models/Lora/ as the LoRA folder."""

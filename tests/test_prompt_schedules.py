@@ -11,14 +11,6 @@ from tests.factories import make_tiny_checkpoint
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def sd1_model(tmp_path_factory):
-    from modules import sd_models
-
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "sd1")
-    return sd_models.load_model(str(path), torch.device("cpu"), torch.float32)
-
-
 def txt2img(model, **fields):
     fields.setdefault("width", 64)
     fields.setdefault("height", 64)

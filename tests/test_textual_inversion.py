@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -12,14 +11,6 @@ from modules import paths, processing, shared, text_encoding, textual_inversion
 from tests.factories import make_tiny_checkpoint
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def sd1_model(tmp_path_factory):
-    from modules import sd_models
-
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "sd1")
-    return sd_models.load_model(str(path), torch.device("cpu"), torch.float32)
 
 
 def token_vectors(model, words: str, encoder_index: int = 0) -> torch.Tensor:
