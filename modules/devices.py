@@ -21,10 +21,13 @@ class DeviceChoice:
     dtype: torch.dtype          # U-Net and text encoder
     vae_dtype: torch.dtype
     attention: str              # "sdpa" | "xformers"
+    offload: str = "none"       # modules.offload.MODES: "none" | "model" (--medvram) | "blocks" (--lowvram)
 
     def describe(self) -> str:
         name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        return f"{self.device.type} {name[self.dtype]} (VAE {name[self.vae_dtype]}), attention {self.attention}"
+        offload = "" if self.offload == "none" else f", offload {self.offload}"
+        return (f"{self.device.type} {name[self.dtype]} (VAE {name[self.vae_dtype]}), "
+                f"attention {self.attention}{offload}")
 
 
 def _cuda_usable(cmd_opts) -> bool:
@@ -54,7 +57,14 @@ def choose(cmd_opts, precision_setting: str = "fp32") -> DeviceChoice:
             attention = "xformers"
         else:
             log.warning("--xformers ignored: it needs a CUDA GPU and the xformers package; using PyTorch SDPA")
-    return DeviceChoice(device, dtype, vae_dtype, attention)
+    from modules import offload
+
+    offload_mode = offload.mode_from_flags(cmd_opts)
+    if offload_mode != "none" and device.type != "cuda":
+        # on CPU the weights already live in system memory: offloading would only add copies
+        log.warning("--medvram/--lowvram ignored: they move model parts off a GPU, and this runs on the CPU")
+        offload_mode = "none"
+    return DeviceChoice(device, dtype, vae_dtype, attention, offload_mode)
 
 
 def _xformers_installed() -> bool:

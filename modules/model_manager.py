@@ -120,7 +120,9 @@ class ModelManager:
 
     def load_now(self, info):
         """Load `info` (freeing the old model first); runs on the worker thread."""
-        from modules import devices, sd_models
+        import torch
+
+        from modules import devices, offload, sd_models
 
         if self.current is not None and self.current.checkpoint.filename == info.filename:
             self._status = f"Ready: {info.title}"
@@ -128,12 +130,16 @@ class ModelManager:
         self.unload_now()
         self._status = f"Loading {info.name}…"
         started = time.perf_counter()
+        choice = self.device_choice
+        # with --medvram/--lowvram the weights stay in CPU memory; hooks move parts to the GPU as they run
+        load_device = choice.device if choice.offload == "none" else torch.device("cpu")
         try:
-            model = sd_models.load_model(info, self.device_choice.device, self.device_choice.dtype)
+            model = sd_models.load_model(info, load_device, choice.dtype)
         except Exception as exc:
             self._status = f"Error loading {info.name}: {exc}"
             raise
-        devices.apply_attention(model.unet, model.vae, self.device_choice.attention)
+        devices.apply_attention(model.unet, model.vae, choice.attention)
+        offload.apply(model, choice.offload, choice.device)
         self.current = model
         self.opts.set("sd_model_checkpoint", info.title)
         vae_choice = getattr(self.opts, "sd_vae", "Automatic")

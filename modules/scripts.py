@@ -161,31 +161,46 @@ def load_module(path, module_name: str | None = None):
     return module
 
 
+BUILTIN_SCRIPTS_DIR = Path(__file__).resolve().parent / "builtin_scripts"
+BUILTIN = "builtin"  # the extension name errors of built-in scripts are reported under
+
+
 def load_scripts(exts) -> None:
-    """Import every enabled extension's scripts/*.py (timed per extension) and collect Script classes."""
+    """Import the built-in scripts, then every enabled extension's scripts/*.py (timed per extension).
+
+    Built-in scripts (X/Y/Z plot, prompt matrix, ...) go through the same
+    interface as extensions', as in A1111, but are not an extension: the
+    extension switches never remove them.
+    """
+    scripts_data.clear()
+    builtin = sorted(p for p in BUILTIN_SCRIPTS_DIR.glob("*.py") if not p.name.startswith("_"))
+    _load_script_files(BUILTIN, BUILTIN_SCRIPTS_DIR, builtin)
+    for ext in exts:
+        started = time.perf_counter()
+        _load_script_files(ext.name, Path(ext.path), ext.script_files)
+        ext.load_seconds = time.perf_counter() - started
+
+
+def _load_script_files(name: str, base: Path, paths) -> None:
     global current_basedir
     from modules import extensions
 
-    scripts_data.clear()
-    for ext in exts:
-        started = time.perf_counter()
-        for path in ext.script_files:
-            saved_path, saved_basedir = list(sys.path), current_basedir
-            # as in A1111: the extension folder is importable while its scripts load
-            sys.path.insert(0, str(ext.path))
-            current_basedir = str(ext.path)
-            try:
-                module = load_module(path, f"easel_ext_{extensions._safe(ext.name)}_{extensions._safe(path.stem)}")
-                for value in list(vars(module).values()):
-                    if (isinstance(value, type) and issubclass(value, Script) and value is not Script
-                            and value.__module__ == module.__name__):
-                        scripts_data.append(ScriptClassData(value, str(path), str(ext.path), module, ext.name))
-            except Exception as exc:
-                extensions.report_error(ext.name, f"import of scripts/{path.name}", exc)
-            finally:
-                sys.path[:] = saved_path
-                current_basedir = saved_basedir
-        ext.load_seconds = time.perf_counter() - started
+    for path in paths:
+        saved_path, saved_basedir = list(sys.path), current_basedir
+        # as in A1111: the extension folder is importable while its scripts load
+        sys.path.insert(0, str(base))
+        current_basedir = str(base)
+        try:
+            module = load_module(path, f"easel_ext_{extensions._safe(name)}_{extensions._safe(path.stem)}")
+            for value in list(vars(module).values()):
+                if (isinstance(value, type) and issubclass(value, Script) and value is not Script
+                        and value.__module__ == module.__name__):
+                    scripts_data.append(ScriptClassData(value, str(path), str(base), module, name))
+        except Exception as exc:
+            extensions.report_error(name, f"import of scripts/{path.name}", exc)
+        finally:
+            sys.path[:] = saved_path
+            current_basedir = saved_basedir
 
 
 # ---- the runner ----------------------------------------------------------------
@@ -344,6 +359,10 @@ class ScriptRunner:
         script = self.selectable_scripts[index - 1]
         try:
             return script.run(p, *self.args_of(script, args))
+        except ValueError:
+            # the script refused its input (unknown sampler on an X/Y/Z axis, a bad line in prompts from file):
+            # the job fails with its message, as in A1111, instead of making a plain image nobody asked for
+            raise
         except Exception as exc:
             _report(script.extension, f"{script.title()}.run()", exc, p)
             return None

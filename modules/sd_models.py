@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -344,9 +344,14 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     vae_path: str | None = None   # external VAE file applied, None = the checkpoint's own
+    offload_hooks: list = field(default_factory=list)   # modules.offload hooks (--medvram/--lowvram)
 
     def unload(self):
         """Drop the networks and give their memory back."""
+        if getattr(self, "offload_hooks", None):
+            from modules import offload
+
+            offload.remove(self)    # the hooks' ring of references would keep the networks alive
         self.unet = self.vae = None
         self.text_encoders = []
         gc.collect()
