@@ -7,8 +7,8 @@ is being replaced. The page polls `status_text()` while a load is running.
 from __future__ import annotations
 
 import gc
-import os
 import logging
+import os
 import threading
 import time
 
@@ -71,10 +71,21 @@ class ModelManager:
         return None
 
     def default_checkpoint(self, preferred: str | None = None):
-        for name in (preferred, getattr(self.opts, "sd_model_checkpoint", None), "easel-demo.safetensors"):
+        """preferred (--ckpt), then the saved setting, then the first model of --ckpt-dir (the user pointed
+        there on purpose), then the shipped demo model, then the first model found."""
+        for name in (preferred, getattr(self.opts, "sd_model_checkpoint", None)):
             info = self.find(name)
             if info is not None:
                 return info
+        override = getattr(self.paths, "ckpt_dir_override", None)
+        if override:
+            root = os.path.join(os.path.abspath(override), "")
+            for info in self._checkpoints:
+                if info.filename.startswith(root):
+                    return info
+        info = self.find("easel-demo.safetensors")
+        if info is not None:
+            return info
         return self._checkpoints[0] if self._checkpoints else None
 
     def current_title(self) -> str | None:

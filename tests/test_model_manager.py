@@ -102,3 +102,21 @@ def test_precision_setting_and_flag_choose_the_cpu_dtype():
     assert dtype(["--precision", "bf16"], "fp32") == torch.bfloat16
     assert dtype(["--precision", "full"], "bf16") == torch.float32  # full = fp32 everywhere
     assert dtype(["--no-half", "--precision", "bf16"], "bf16") == torch.float32
+
+
+def test_default_checkpoint_prefers_ckpt_dir_over_the_shipped_demo(tmp_path):
+    """--ckpt-dir names the user's own folder: its first model is the default, not the demo model in the repo."""
+    repo_models = tmp_path / "repo" / "models" / "Stable-diffusion"
+    make_tiny_checkpoint(repo_models, "sd1", name="easel-demo", seed=1)
+    mine = tmp_path / "mine"
+    make_tiny_checkpoint(mine, "sd1", name="zeta", seed=2)
+    paths = paths_module.Paths(repo=tmp_path / "repo", data_dir=tmp_path, models_dir=tmp_path / "models",
+                               ckpt_dir_override=mine)
+    manager = model_manager.ModelManager(jobs.JobQueue(), paths, options.Options(), cpu_fp32)
+    manager.refresh()
+    assert manager.default_checkpoint().name == "zeta.safetensors"
+    assert manager.default_checkpoint("easel-demo.safetensors").name == "easel-demo.safetensors"
+    without = paths_module.Paths(repo=tmp_path / "repo", data_dir=tmp_path, models_dir=tmp_path / "models")
+    manager = model_manager.ModelManager(jobs.JobQueue(), without, options.Options(), cpu_fp32)
+    manager.refresh()
+    assert manager.default_checkpoint().name == "easel-demo.safetensors"
