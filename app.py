@@ -53,12 +53,13 @@ def load_extensions(shared, cmd_opts) -> None:
     script_callbacks.clear_callbacks()   # create_app may run more than once in one process (tests)
     extensions.register_options(shared.opts)
     found = []
-    exts = extensions.discover(shared.paths, cmd_opts, shared.opts.disabled_extensions, found)
+    exts = extensions.discover(shared.paths, cmd_opts, shared.opts.disabled_extensions, found,
+                               disable_all=shared.opts.disable_all_extensions)
     extensions.installed[:] = found
     extensions.loaded[:] = exts
     extensions.run_installs(exts)
     scripts.load_scripts(exts)
-    extensions.print_load_times(cmd_opts)
+    extensions.print_load_times(cmd_opts, shared.opts.disable_all_extensions)
     scripts.initialize_runners()
     script_callbacks.ui_settings_callback()
     shared.models.callbacks.append(script_callbacks.model_loaded_callback)
@@ -68,7 +69,7 @@ def create_app(cmd_opts):
     """The FastAPI app with the API (when asked) and the page (unless --nowebui)."""
     from fastapi import FastAPI
 
-    from modules import cmd_args, security
+    from modules import cmd_args, restart, security
 
     from modules import script_callbacks
 
@@ -76,6 +77,7 @@ def create_app(cmd_opts):
     load_extensions(shared, cmd_opts)
     app = FastAPI(title="Easel", docs_url="/docs" if (cmd_opts.api or cmd_opts.nowebui) else None)
     security.install(app, cmd_opts)
+    restart.install_routes(app)   # /internal/ping: the page waits on it across "Apply and restart UI"
     if cmd_opts.api or cmd_opts.nowebui:
         from modules.api import routes
 
@@ -107,8 +109,10 @@ def start_model_load(shared, cmd_opts) -> None:
 def main(argv=None) -> None:
     import atexit
 
-    from modules import cmd_args, extensions, script_callbacks
+    from modules import cmd_args, extensions, restart, script_callbacks
 
+    if argv is None:
+        restart.enable()   # the Extensions tab's "Apply and restart UI" re-runs this same command line
     cmd_opts = extensions.parse_args_with_extensions(argv)   # extensions' preload.py add flags first
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if cmd_opts.exit:

@@ -109,7 +109,8 @@ def make_parser():
 
     # Safety and extensions
     add("--enable-insecure-extension-access", action="store_true",
-        help="allow installing extensions from the page even when listening beyond 127.0.0.1")
+        help="allow installing, updating, removing and enabling extensions from the page even when the "
+             "server is reachable from other machines (--listen, --share, a --server-name beyond loopback)")
     add("--disable-safe-unpickle", action="store_true",
         help="load .ckpt/.pt files without the restricted unpickler (runs their code!)")
     add("--disable-all-extensions", action="store_true",

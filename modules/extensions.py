@@ -135,7 +135,7 @@ def name_for_path(path) -> str:
 
 # ---- discovery -----------------------------------------------------------------
 
-def read_metadata(ext: Extension) -> None:
+def read_metadata(ext: Extension, report: bool = True) -> None:
     """metadata.ini [Extension]: Name, Requires, Before, After (comma-separated extension names)."""
     ini = ext.path / "metadata.ini"
     ext.display_name = ext.name
@@ -145,7 +145,8 @@ def read_metadata(ext: Extension) -> None:
     try:
         config.read(ini, encoding="utf-8")
     except configparser.Error as exc:
-        report_error(ext.name, "metadata.ini", exc)
+        if report:   # the Extensions tab lists folders on every page load: report once, at start-up
+            report_error(ext.name, "metadata.ini", exc)
         return
 
     def names(key):
@@ -156,30 +157,31 @@ def read_metadata(ext: Extension) -> None:
     ext.requires, ext.before, ext.after = names("Requires"), names("Before"), names("After")
 
 
-def list_folder(folder: Path, builtin: bool) -> list[Extension]:
+def list_folder(folder: Path, builtin: bool, report: bool = True) -> list[Extension]:
     if not folder.is_dir():
         return []
     found = []
     for entry in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
         if entry.is_dir() and not entry.name.startswith("."):
             ext = Extension(entry.name, entry, is_builtin=builtin)
-            read_metadata(ext)
+            read_metadata(ext, report)
             found.append(ext)
     return found
 
 
-def discover(paths, cmd_opts, disabled=(), found: list | None = None) -> list[Extension]:
+def discover(paths, cmd_opts, disabled=(), found: list | None = None, disable_all: str = "none") -> list[Extension]:
     """The enabled extensions in load order (every folder found is appended to `found`).
 
-    --disable-all-extensions: none; --disable-extra-extensions: built-in ones
-    only; names in `disabled` (config.json disabled_extensions) are skipped.
+    --disable-all-extensions (or config.json disable_all_extensions "all"):
+    none; --disable-extra-extensions (or "extra"): built-in ones only; names
+    in `disabled` (config.json disabled_extensions) are skipped.
     An extension whose metadata.ini Requires a missing or disabled extension
     is reported and skipped.
     """
     everything = list_folder(Path(paths.extensions_builtin_dir), True) + list_folder(Path(paths.extensions_dir), False)
     disabled = set(disabled or ())
-    disable_all, disable_extra = getattr(cmd_opts, "disable_all_extensions", False), \
-        getattr(cmd_opts, "disable_extra_extensions", False)
+    switch = effective_switch(cmd_opts, disable_all)
+    disable_all, disable_extra = switch == "all", switch == "extra"
     for ext in everything:
         ext.enabled = ext.name not in disabled
         if disable_all:
@@ -254,20 +256,42 @@ def parse_args_with_extensions(argv=None, environ=None):
     parser = cmd_args.make_parser()
     early = cmd_args.parse_known_early(argv, parser, environ)
     paths = paths_module.from_cmd_opts(early)
-    run_preloads(parser, discover(paths, early, disabled_in_config(paths)))
+    run_preloads(parser, discover(paths, early, disabled_in_config(paths), disable_all=disable_all_in_config(paths)))
     return cmd_args.parse_args(argv, parser, environ)
 
 
-def disabled_in_config(paths) -> list[str]:
-    """config.json's disabled_extensions, read before the settings object exists."""
+DISABLE_ALL_CHOICES = ("none", "extra", "all")   # config.json disable_all_extensions (A1111's values)
+
+
+def effective_switch(cmd_opts, disable_all: str = "none") -> str:
+    """"all", "extra" or "none": the flags win over config.json's disable_all_extensions."""
+    if getattr(cmd_opts, "disable_all_extensions", False):
+        return "all"
+    if getattr(cmd_opts, "disable_extra_extensions", False):
+        return "extra"
+    return disable_all if disable_all in DISABLE_ALL_CHOICES else "none"
+
+
+def _config_value(paths, key: str, default):
     import json
 
     try:
         with open(paths.config_file, encoding="utf-8") as f:
-            value = json.load(f).get("disabled_extensions", [])
-        return [str(v) for v in value] if isinstance(value, list) else []
+            return json.load(f).get(key, default)
     except (OSError, ValueError, AttributeError):
-        return []
+        return default
+
+
+def disabled_in_config(paths) -> list[str]:
+    """config.json's disabled_extensions, read before the settings object exists."""
+    value = _config_value(paths, "disabled_extensions", [])
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def disable_all_in_config(paths) -> str:
+    """config.json's disable_all_extensions ("none", "extra" or "all"), read before the settings object exists."""
+    value = _config_value(paths, "disable_all_extensions", "none")
+    return value if value in DISABLE_ALL_CHOICES else "none"
 
 
 def _safe(name: str) -> str:
@@ -313,8 +337,9 @@ def install_needed(ext: Extension) -> str | None:
     return None
 
 
-def run_install(ext: Extension, reason: str = "", timeout: float = INSTALL_TIMEOUT_S) -> bool:
-    """Run install.py in its folder with this Python; its output is printed. True on success."""
+def run_install(ext: Extension, reason: str = "", timeout: float = INSTALL_TIMEOUT_S,
+                output: list | None = None) -> bool:
+    """Run install.py in its folder with this Python; its output is printed (and appended to `output`). True on success."""
     from modules import paths as paths_module
 
     script = ext.path / "install.py"
@@ -325,16 +350,22 @@ def run_install(ext: Extension, reason: str = "", timeout: float = INSTALL_TIMEO
         done = subprocess.run([sys.executable, str(script)], cwd=ext.path, env=env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or "") + (exc.stderr or "") if isinstance(exc.stdout, str) else ""
-        if output:
-            print(output, flush=True)
+        text = (exc.stdout or "") + (exc.stderr or "") if isinstance(exc.stdout, str) else ""
+        if text:
+            print(text, flush=True)
+        if output is not None:
+            output.append(text + f"\ninstall.py did not finish within {timeout:.0f} s")
         report_error(ext.name, "install.py", TimeoutError(f"install.py did not finish within {timeout:.0f} s"))
         return False
-    output = (done.stdout + done.stderr).strip()
-    if output:
-        print("\n".join(f"  [{ext.name}] {line}" for line in output.splitlines()), flush=True)
+    text = (done.stdout + done.stderr).strip()
+    if output is not None:
+        output.append(text)
+    if text:
+        print("\n".join(f"  [{ext.name}] {line}" for line in text.splitlines()), flush=True)
     if done.returncode != 0:
-        report_error(ext.name, "install.py", RuntimeError(f"install.py exited with {done.returncode}:\n{output[-2000:]}"))
+        report_error(ext.name, "install.py", RuntimeError(f"install.py exited with {done.returncode}:\n{text[-2000:]}"))
+        if output is not None:
+            output.append(f"install.py exited with {done.returncode}")
         return False
     digest = hashlib.sha256(script.read_bytes()).hexdigest()
     (ext.path / INSTALL_MARKER).write_text(digest + "\n", encoding="utf-8")
@@ -383,11 +414,14 @@ def page_css() -> str:
     return "\n".join(parts)
 
 
-def print_load_times(cmd_opts=None) -> None:
+def print_load_times(cmd_opts=None, disable_all: str = "none") -> None:
     if getattr(cmd_opts, "disable_all_extensions", False):
         print("--disable-all-extensions: no extensions are loaded", flush=True)
     elif getattr(cmd_opts, "disable_extra_extensions", False):
         print("--disable-extra-extensions: only built-in extensions are loaded", flush=True)
+    elif disable_all in ("all", "extra"):
+        effect = "no extensions are loaded" if disable_all == "all" else "only built-in extensions are loaded"
+        print(f'config.json disable_all_extensions is "{disable_all}": {effect}', flush=True)
     if loaded:
         times = ", ".join(f"{e.name}: {e.load_seconds:.2f} s" for e in loaded)
         print(f"Extensions loaded ({len(loaded)}): {times}", flush=True)

@@ -1,7 +1,8 @@
 """Hires fix for txt2img: upscale the first pass, then run an img2img pass over it at the larger size.
 
-Latent upscalers interpolate the latents (torch); pixel upscalers decode,
-resize with PIL and encode again. The second pass is img2img over the
+Latent upscalers interpolate the latents (torch); pixel upscalers (Lanczos,
+Nearest and the ESRGAN-family model files, modules/upscalers.py) decode,
+upscale and encode again. The second pass is img2img over the
 upscaled latents with fresh noise from the same seeds, `denoising_strength`
 of the schedule, and exactly `hr_second_pass_steps` steps (default: the
 first pass's), as A1111 runs it. Fields and infotext keys are A1111's.
@@ -9,9 +10,8 @@ first pass's), as A1111 runs it. Fields and infotext keys are A1111's.
 from __future__ import annotations
 
 import torch
-from PIL import Image
 
-from modules import img2img, previews, rng, samplers, sampling
+from modules import img2img, previews, rng, samplers, sampling, upscalers
 
 LATENT_UPSCALE_MODES = {            # name -> (torch interpolate mode, antialias)
     "Latent": ("bilinear", False),
@@ -21,12 +21,15 @@ LATENT_UPSCALE_MODES = {            # name -> (torch interpolate mode, antialias
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
-UPSCALERS = [*LATENT_UPSCALE_MODES, *PIXEL_UPSCALERS]
 DEFAULT_UPSCALER = "Latent"
 DEFAULT_DENOISING = 0.7
 MAX_HR_SCALE = 4.0
 SAME_SAMPLER = "Use same sampler"
+
+
+def upscaler_names() -> list[str]:
+    """Every hires upscaler: the latent modes, then the pixel upscalers (model files read from disk now)."""
+    return [*LATENT_UPSCALE_MODES, *upscalers.names()]
 
 
 def upscaler_name(p) -> str:
@@ -66,8 +69,12 @@ def validate(p) -> None:
 
     if not p.enable_hr:
         return
-    if upscaler_name(p) not in UPSCALERS:
-        raise ValueError(f"hr_upscaler: unknown upscaler {p.hr_upscaler!r}; available: {', '.join(UPSCALERS)}")
+    name = upscaler_name(p)
+    if name not in LATENT_UPSCALE_MODES:
+        if name in upscalers.unavailable():
+            upscalers.find(name, "hr_upscaler")     # raises, saying why the model file cannot be used
+        if name not in upscalers.names():
+            raise ValueError(f"hr_upscaler: unknown upscaler {name!r}; available: {', '.join(upscaler_names())}")
     if not 1.0 <= float(p.hr_scale) <= MAX_HR_SCALE:
         raise ValueError(f"hr_scale must be between 1 and {MAX_HR_SCALE:g}, got {p.hr_scale!r}")
     for name in ("hr_resize_x", "hr_resize_y"):
@@ -125,7 +132,7 @@ def upscale_latents(p, model, latents: torch.Tensor) -> torch.Tensor:
                                                    antialias=antialias)
     else:
         images = previews.tensor_to_images(previews.decode_latents(model, latents))
-        images = [image.resize((up_w, up_h), PIXEL_UPSCALERS[name]) for image in images]
+        images = [upscalers.upscale_to(image, name, (up_w, up_h)) for image in images]
         upscaled = img2img.encode_images(model, images)
     top, left = (up_h - h) // 2 // factor, (up_w - w) // 2 // factor
     return upscaled[:, :, top:top + h // factor, left:left + w // factor]

@@ -332,6 +332,10 @@ def default_options():
         "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
         "grid_save": OptionInfo(True, "Always save all generated image grids"),
         "grid_format": OptionInfo("png", "File format for grids", component_args=image_formats),
+        "grid_only_if_multiple": OptionInfo(True, "Do not save grids consisting of one picture"),
+        "return_grid": OptionInfo(True, "Show grid in gallery (and return it first from the API)"),
+        "n_rows": OptionInfo(-1, "Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
+                             component_args={"minimum": -1, "maximum": 16, "step": 1}),
         "enable_pnginfo": OptionInfo(
             True, "Save text information about generation parameters as chunks to png files"),
         "save_txt": OptionInfo(False, "Create a text file with infotext next to every image"),

@@ -192,8 +192,8 @@ class Processed:
 
 
 def fix_seed(p: StableDiffusionProcessing) -> None:
-    """Replace -1 seeds with concrete random ones (A1111 `fix_seed`)."""
-    p.seed = rng.fix_seed(p.seed)
+    """Replace -1 seeds with concrete random ones (A1111 `fix_seed`); a list (one seed per image) is kept."""
+    p.seed = [rng.fix_seed(s) for s in p.seed] if isinstance(p.seed, (list, tuple)) else rng.fix_seed(p.seed)
     p.subseed = rng.fix_seed(p.subseed)
 
 
@@ -268,7 +268,12 @@ def _prepare(p: StableDiffusionProcessing) -> None:
     p.all_negative_prompts = _per_image(p.negative_prompt or "", count)
     if len(p.all_prompts) != count or len(p.all_negative_prompts) != count:
         raise ValueError(f"prompt lists must have batch_size * n_iter = {count} entries")
-    p.all_seeds = [p.seed + i for i in range(count)]
+    if isinstance(p.seed, (list, tuple)):  # A1111: scripts (prompt matrix) may give every image its seed
+        if len(p.seed) != count:
+            raise ValueError(f"seed: a list of seeds must have batch_size * n_iter = {count} entries, got {len(p.seed)}")
+        p.all_seeds = list(p.seed)
+    else:
+        p.all_seeds = [p.seed + i for i in range(count)]
     p.all_subseeds = [p.subseed + i for i in range(count)]
 
 
@@ -346,7 +351,13 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     restore = _apply_overrides(p.override_settings)
     try:
         processed = _process(p, jobs.current_state())
-        if p.scripts is not None: p.scripts.postprocess(p, processed)
+        if p.scripts is not None:
+            # A1111's batch grid (return_grid / grid_save) belongs to a tab's job: the page and the API run p
+            # through their ScriptRunner; bare process_images calls (library code, tests) get only the images.
+            from modules import grids
+
+            grids.add_batch_grid(p, processed)
+            p.scripts.postprocess(p, processed)
         return processed
     finally:
         if p.override_settings_restore_afterwards:

@@ -40,6 +40,9 @@ class SamplerInfo:
 
     @property
     def cls(self):
+        from modules import ml_imports
+
+        ml_imports.ensure()
         import diffusers  # imported on first use: the page lists samplers without loading diffusers
 
         return getattr(diffusers, self.scheduler_class)

@@ -319,6 +319,9 @@ def _build_clip(hf_state: dict, base_config: dict, what: str):
 @lru_cache(maxsize=4)
 def load_tokenizer(pad_token: str):
     """CLIP BPE tokenizer from configs/clip-tokenizer; SD1/SDXL-1 pad with the end token, OpenCLIP with "!"."""
+    from modules import ml_imports
+
+    ml_imports.ensure()
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(vocab=str(TOKENIZER_DIR / "vocab.json"), merges=str(TOKENIZER_DIR / "merges.txt"),
@@ -369,6 +372,9 @@ def detect_checkpoint_family(path: str, shapes: dict) -> ModelFamily:
 
 def load_model(info, device="cpu", dtype=torch.float32, vae_path=None, vae_dtype=None) -> LoadedModel:
     """Load a checkpoint (CheckpointInfo or path) into diffusers/transformers modules on `device`."""
+    from modules import ml_imports
+
+    ml_imports.ensure()
     if not isinstance(info, CheckpointInfo):
         path = os.path.abspath(os.fspath(info))
         info = CheckpointInfo(path, os.path.basename(path))

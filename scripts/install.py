@@ -49,12 +49,23 @@ def fail(message):
 
 # ---- reading requirement files ---------------------------------------------
 
-def read_requirements(path):
-    """Requirement lines of a file, without comments, blanks and pip options."""
+NO_DEPS_MARK = "# --no-deps"
+
+
+def read_requirements(path, no_deps=None):
+    """Requirement lines of a file, without comments, blanks and pip options.
+
+    no_deps=True keeps only the lines marked `# --no-deps`, False only the
+    others, None all of them.
+    """
     lines = []
     for raw in Path(path).read_text(encoding="utf8").splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith(("#", "-")):
+        line, _, comment = raw.partition(" #")
+        line = line.strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        marked = ("#" + comment).strip().startswith(NO_DEPS_MARK)
+        if no_deps is None or no_deps == marked:
             lines.append(line)
     return lines
 
@@ -144,7 +155,14 @@ def install_requirements(path, skip_torch):
     if missing:
         say(f"installing {len(missing)} package(s) from {path.name}: {', '.join(missing)}")
         # Only the missing lines: pip then cannot touch torch or anything already right.
-        pip(["install", *missing])
+        # Lines marked "# --no-deps" declare dependencies Easel must not get (spandrel -> torchvision,
+        # which would pull another torch); their real needs are listed as lines of their own.
+        no_deps = set(read_requirements(path, no_deps=True))
+        plain = [line for line in missing if line not in no_deps]
+        if plain:
+            pip(["install", *plain])
+        if no_deps & set(missing):
+            pip(["install", "--no-deps", *[line for line in missing if line in no_deps]])
         still = unmet(lines)
         if still:
             fail(f"still missing after pip install: {', '.join(still)}")

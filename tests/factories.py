@@ -131,3 +131,10 @@ def _write_diffusers_folder(folder: Path, family, parts) -> Path:
         index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
     return folder
+
+
+# What GET /sdapi/v1/scripts lists with no extension loaded: Easel's built-in scripts (modules/builtin_scripts/).
+BUILTIN_SCRIPT_LISTING = {
+    "txt2img": ["prompt matrix", "prompts from file or textbox", "x/y/z plot"],
+    "img2img": ["outpainting mk2", "prompt matrix", "prompts from file or textbox", "x/y/z plot"],
+}

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
+from tests.factories import BUILTIN_SCRIPT_LISTING
 from tests.test_api_support import blocker, decode_png, small, start_easel, wait_until
 
 
@@ -79,7 +80,7 @@ def test_override_settings_apply_to_one_job_and_are_restored(client):
     ({"sampler_name": "Eulr"}, "sampler_name"), ({"scheduler": "sometimes"}, "scheduler"),
     ({"denoising_strength": 1.5}, "denoising_strength"),
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "ControlNet"),
-    ({"script_name": "x/y/z plot"}, "x/y/z plot"),
+    ({"script_name": "no such script"}, "no such script"),
     ({"override_settings": {"no_such_setting": 1}}, "no_such_setting"),
     ({"override_settings": {"sd_model_checkpoint": "missing.safetensors"}}, "missing.safetensors"),
 ])
@@ -118,10 +119,12 @@ def test_lists_have_a1111_shapes(client, easel):
     assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config"}
     assert client.get("/sdapi/v1/prompt-styles").json() == [
         {"name": "Cinematic", "prompt": "film still, {prompt}", "negative_prompt": "cartoon"}]
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    assert client.get("/sdapi/v1/scripts").json() == BUILTIN_SCRIPT_LISTING
     assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
-    for empty in ("extensions", "upscalers", "latent-upscale-modes", "loras", "sd-vae"):
+    for empty in ("extensions", "loras", "sd-vae"):
         assert client.get(f"/sdapi/v1/{empty}").json() == []
+    assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == ["None", "Lanczos", "Nearest"]
+    assert client.get("/sdapi/v1/latent-upscale-modes").json()[0] == {"name": "Latent"}
     memory = client.get("/sdapi/v1/memory").json()
     assert memory["ram"]["total"] > memory["ram"]["used"] > 0
     assert "error" in memory["cuda"] or "system" in memory["cuda"]

@@ -1,7 +1,8 @@
 """The `webuiapi` client from PyPI, unchanged, against a real Easel server (uvicorn on a free port).
 
-img2img, inpainting and extras are not built in Easel yet, so their client
-calls are not exercised here.
+Extras (extra_single_image / extra_batch_images) are exercised with this
+client in tests/test_extras.py, img2img and inpainting in
+tests/test_api_webuiapi_img2img.py.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 webuiapi = pytest.importorskip("webuiapi", reason="pip install -r requirements-test.txt")
 
+from tests.factories import BUILTIN_SCRIPT_LISTING  # noqa: E402
 from tests.test_api_support import Server, start_easel, wait_until  # noqa: E402
 
 
@@ -56,7 +58,7 @@ def test_lists_and_options(api):
     api.set_options({"samples_format": "jpg"})
     assert api.get_options()["samples_format"] == "jpg"
     api.set_options({"samples_format": "png"})
-    assert api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert api.get_scripts() == BUILTIN_SCRIPT_LISTING
     assert api.get_cmd_flags()["api_auth"] == "user:***"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.factories import BUILTIN_SCRIPT_LISTING
 from tests.test_api_support import LOAD_TIMEOUT, LOOPBACK, make_checkpoints, small
 
 FIXTURES = Path(__file__).parent / "fixtures" / "extensions"
@@ -225,7 +226,9 @@ def test_page_has_script_dropdown_sections_tab_settings_and_assets(easel):
     props = [c.get("props", {}) for c in config["components"]]
     by_elem = {p.get("elem_id"): p for p in props if p.get("elem_id")}
     dropdown = by_elem["script_list"]
-    assert [c[0] for c in dropdown["choices"]] == ["None", "Seed Copies"]     # always-on scripts are not in it
+    choices = [c[0] for c in dropdown["choices"]]
+    assert choices[0] == "None" and "Seed Copies" in choices          # always-on scripts are not in it
+    assert "Prompt Rewriter" not in choices and "X/Y/Z plot" in choices
     assert by_elem["txt2img_prompt_rewriter_accordion"]["label"] == "Prompt Rewriter"
     assert by_elem["txt2img_prompt_rewriter_extra"]["label"] == "Extra words"
     assert by_elem["tab_saver_tab"]["label"] == "Saver Tab"
@@ -242,7 +245,7 @@ def test_disable_flags_load_no_extra_extension(tmp_path, easel, flag):
     shutil.copytree(FIXTURES, tmp_path / "data" / "extensions")
     _, shared, client = _start(tmp_path, ["--nowebui", flag], load=False)
     try:
-        assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+        assert client.get("/sdapi/v1/scripts").json() == BUILTIN_SCRIPT_LISTING   # built-ins stay
         assert not any(e["enabled"] for e in client.get("/sdapi/v1/extensions").json())
         assert not (tmp_path / "data" / "extensions" / "prompt-rewriter" / "install-count.txt").exists()
     finally:

@@ -252,6 +252,6 @@ def test_demo_lora_turns_red_blue_with_the_tag_only(monkeypatch):
         return float((middle[..., 2] - middle[..., 0]).mean())
 
     none, half, full = blue_minus_red(""), blue_minus_red(" <lora:red-to-blue:0.5>"), blue_minus_red(" <lora:red-to-blue:1>")
-    assert none < -20                             # red without the tag
-    assert full - none > 40                       # clearly bluer with it
+    assert none < -10                             # red without the tag (measured -21.6)
+    assert full - none > 40                       # clearly bluer with it (measured +104.8 at 1, +9.4 at 0.5)
     assert none < half < full                     # weaker at 0.5

@@ -68,7 +68,9 @@ def test_page_has_img2img_scripts_hires_paste_and_send_buttons(easel):  # noqa: 
     _, _, client = easel
     config = client.get("/config").json()
     by_elem = {c["props"]["elem_id"]: c["props"] for c in config["components"] if c.get("props", {}).get("elem_id")}
-    assert [c[0] for c in by_elem["img2img_script_list"]["choices"]] == ["None", "Seed Copies"]
+    choices = [c[0] for c in by_elem["img2img_script_list"]["choices"]]
+    # built-in scripts (modules/builtin_scripts) come before the extensions' ones
+    assert choices[0] == "None" and choices[-1] == "Seed Copies" and "Outpainting mk2" in choices
     assert by_elem["img2img_prompt_rewriter_accordion"]["label"] == "Prompt Rewriter"
     for elem_id in ("txt2img_hr", "txt2img_hr_upscaler", "txt2img_hires_steps", "txt2img_denoising_strength",
                     "txt2img_hr_scale", "txt2img_hr_resize_x", "txt2img_hr_resize_y", "hr_sampler", "hires_prompt",
@@ -80,7 +82,7 @@ def test_page_has_img2img_scripts_hires_paste_and_send_buttons(easel):  # noqa: 
 
 
 def test_img2img_generate_button_passes_the_script_arguments(easel):  # noqa: F811
-    """The page's handler: 24 fixed values, then the flat script args (Seed Copies chosen, 2 copies)."""
+    """The page's handler: 30 fixed values, then the flat script args (Seed Copies chosen, 2 copies)."""
     from modules import scripts
     from modules.ui import img2img
 
@@ -91,8 +93,10 @@ def test_img2img_generate_button_passes_the_script_arguments(easel):  # noqa: F8
     args[copies.args_from] = 2
     picture = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     fixed = ["img2img", picture, None, None, None, "a boat", "", "Euler", "Automatic", 2, 7.0, 64, 64, 1, 1, 5,
-             0.5, 0, 4, 0, 1, 0, 32, []]
+             0.5, 0, 4, 0, 1, 0, 32,
+             None, None, 0, "", "", "",          # Sketch, Inpaint sketch + mask transparency, Batch folders
+             []]
     assert len(fixed) == img2img.IMG2IMG_PARAMS
     *_, (_, _, gallery, info, texts, _) = list(img2img.generate_with_scripts(None, *fixed, *args))
-    assert len(texts) == 2 and all("Copies: 2" in t for t in texts), info
-    assert "Seed: 5," in texts[0] and "Seed: 6," in texts[1]
+    assert len(texts) == 3 and all("Copies: 2" in t for t in texts), info   # the batch grid first, as in A1111
+    assert "Seed: 5," in texts[1] and "Seed: 6," in texts[2]

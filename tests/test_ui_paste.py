@@ -22,7 +22,7 @@ from tests.factories import make_tiny_checkpoint
 torch.set_num_threads(1)
 
 CHOICES = {"sampler": [s.name for s in SAMPLERS], "scheduler": [s.label for s in SCHEDULES],
-           "hr_upscaler": hires.UPSCALERS, "hr_sampler_name": [hires.SAME_SAMPLER, *[s.name for s in SAMPLERS]]}
+           "hr_upscaler": hires.upscaler_names(), "hr_sampler_name": [hires.SAME_SAMPLER, *[s.name for s in SAMPLERS]]}
 
 
 @pytest.fixture(scope="module")

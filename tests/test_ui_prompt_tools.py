@@ -137,7 +137,7 @@ def test_img2img_generate_applies_the_selected_styles(styles_file, monkeypatch):
     made = []
     monkeypatch.setattr(generation, "run_processing", lambda make, label, request, **_: iter([made.append(make())]))
     list(img2img.generate("img2img", Image.new("RGB", (64, 64)), None, None, None, "a cat", "", "Euler",
-                          "Automatic", 2, 7, 64, 64, 1, 1, 1, 0.5, 0, 4, 0, 1, 0, 32, ["Cinematic", "Sharp"]))
+                          "Automatic", 2, 7, 64, 64, 1, 1, 1, 0.5, 0, 4, 0, 1, 0, 32, styles=["Cinematic", "Sharp"]))
     assert made[0].styles == ["Cinematic", "Sharp"]
     from modules import processing
 

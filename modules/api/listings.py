@@ -1,9 +1,7 @@
-"""Read-only /sdapi/v1 lists: samplers, schedulers, models, VAEs, styles, scripts, memory...
+"""Read-only /sdapi/v1 lists: samplers, schedulers, models, VAEs, styles, scripts, upscalers, memory...
 
-Lists for features Easel does not have yet (upscalers, latent upscale modes)
-are empty in A1111's shapes: clients read them to find out what exists, and
-an empty list is the true answer. LoRAs and embeddings are read from their
-folders on every call (the refresh-* routes exist for A1111 clients).
+Upscalers, LoRAs and embeddings are read from their folders on every call
+(the refresh-* routes exist for A1111 clients).
 """
 from __future__ import annotations
 
@@ -73,11 +71,13 @@ def create_router() -> APIRouter:
 
     @router.get("/upscalers")
     def upscalers():
-        return []
+        return list_upscalers()
 
     @router.get("/latent-upscale-modes")
     def latent_upscale_modes():
-        return []
+        from modules import hires
+
+        return [{"name": name} for name in hires.LATENT_UPSCALE_MODES]
 
     @router.get("/loras")
     def loras():
@@ -117,6 +117,16 @@ def read_styles(path) -> list[dict]:
         return []
     return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
             for s in StyleDatabase(path).styles.values()]
+
+
+def list_upscalers() -> list[dict]:
+    """A1111's /upscalers items: None, Lanczos, Nearest, then model files (name, model_name, model_path,
+    model_url, scale). A model's scale is read from its file name until it has been loaded once."""
+    from modules import upscalers
+
+    return [{"name": u.name, "model_name": u.name if u.is_model else None,
+             "model_path": str(u.path) if u.is_model else None, "model_url": None, "scale": u.scale}
+            for u in upscalers.available(include_none=True)]
 
 
 def safetensors_metadata(path) -> dict:

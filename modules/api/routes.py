@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -25,23 +26,40 @@ from modules.api.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 
 log = logging.getLogger(__name__)
 
-PROCESSING_FIELDS = (
-    "prompt", "negative_prompt", "styles", "seed", "subseed", "subseed_strength", "seed_resize_from_h",
-    "seed_resize_from_w", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "eta",
-    "override_settings", "override_settings_restore_afterwards", "enable_hr",
-)
-HIRES_FIELDS = ("hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_sampler_name",
-                "hr_prompt", "hr_negative_prompt")
-IMG2IMG_FIELDS = ("resize_mode", "denoising_strength", "image_cfg_scale", "mask_blur_x", "mask_blur_y",
-                  "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert",
-                  "initial_noise_multiplier", "include_init_images")
+# Request fields that do not go as they are to the Processing field of the same name: derived from other
+# fields (sampler_index, save_images), decoded or resolved first (images, script args), or with a rule below.
+SET_BY_HAND = frozenset({"sampler_name", "denoising_strength", "do_not_save_samples", "do_not_save_grid",
+                         "init_images", "mask", "latent_mask", "mask_blur", "script_args"})
 POLL_SECONDS = 0.02
+DISCONNECT_POLL_SECONDS = 0.1      # how often a waiting generation request checks its client
 
 
-async def wait_for(job) -> None:
-    """Wait for a job without holding a thread."""
+async def wait_for(job, request: Request | None = None) -> bool:
+    """Wait for a job without holding a thread; False when the client hung up first.
+
+    With `request`, a client that closes its connection withdraws its job: a
+    queued one leaves the queue, a running one is interrupted at its next step
+    (nobody is left to receive the images). Other jobs are not touched.
+    """
+    next_check = 0.0
+    loop = asyncio.get_running_loop()
     while not job.finished:
+        if request is not None and loop.time() >= next_check:
+            next_check = loop.time() + DISCONNECT_POLL_SECONDS
+            if await request.is_disconnected():
+                withdraw(job)
+                return False
         await asyncio.sleep(POLL_SECONDS)
+    return True
+
+
+def withdraw(job) -> None:
+    """Cancel `job` if it is still queued, else interrupt it if it is running."""
+    if shared.queue.cancel(job.id):
+        log.info("client disconnected: removed queued job %s", job.id)
+    elif not job.finished:
+        shared.queue.interrupt(job.id)
+        log.info("client disconnected: interrupted running job %s", job.id)
 
 
 def raise_for_job(job) -> None:
@@ -53,6 +71,17 @@ def raise_for_job(job) -> None:
         raise HTTPException(code, detail=job.error)
 
 
+def same_name_fields(req, processing_class) -> dict:
+    """The request's values for the Processing fields of the same name (A1111 uses one set of names for both).
+
+    Only fields the request model declares are read, never a client's extra keys (which could name internals
+    such as outpath_samples); a None value leaves the Processing default.
+    """
+    accepted = {f.name for f in dataclasses.fields(processing_class) if f.init} - SET_BY_HAND
+    return {name: getattr(req, name) for name in type(req).model_fields
+            if name in accepted and getattr(req, name) is not None}
+
+
 def check_txt2img(req: Txt2ImgRequest):
     """Build the Processing object and check every field; ValueError names the field and what is allowed."""
     from modules import processing, scripts
@@ -62,9 +91,10 @@ def check_txt2img(req: Txt2ImgRequest):
     if req.denoising_strength is not None and not 0.0 <= req.denoising_strength <= 1.0:
         raise ValueError(f"denoising_strength must be between 0 and 1, got {req.denoising_strength!r}")
     check_overrides(req.override_settings)
-    fields = {name: getattr(req, name) for name in PROCESSING_FIELDS + HIRES_FIELDS}
+    fields = same_name_fields(req, processing.StableDiffusionProcessingTxt2Img)
     fields["sampler_name"] = req.sampler_name or req.sampler_index or "Euler"
     fields["do_not_save_samples"] = not req.save_images
+    fields["do_not_save_grid"] = not req.save_images   # A1111: the batch grid is made (and returned first) only then
     fields["task_id"] = req.force_task_id
     # A1111 reads denoising_strength in txt2img only for the hires pass
     fields["denoising_strength"] = req.denoising_strength if req.enable_hr else None
@@ -85,9 +115,11 @@ def check_img2img(req: Img2ImgRequest):
     check_overrides(req.override_settings)
     images = [image_input.decode_image(f"init_images[{i}]", value) for i, value in enumerate(req.init_images)]
     mask = image_input.decode_image("mask", req.mask) if req.mask else None
-    fields = {name: getattr(req, name) for name in PROCESSING_FIELDS + IMG2IMG_FIELDS if name != "enable_hr"}
+    fields = same_name_fields(req, processing.StableDiffusionProcessingImg2Img)
+    fields["denoising_strength"] = req.denoising_strength
     fields["sampler_name"] = req.sampler_name or req.sampler_index or "Euler"
     fields["do_not_save_samples"] = not req.save_images
+    fields["do_not_save_grid"] = not req.save_images   # A1111: the batch grid is made (and returned first) only then
     fields["task_id"] = req.force_task_id
     if req.mask_blur is not None:
         fields["mask_blur"] = req.mask_blur
@@ -131,16 +163,21 @@ def generation_job(p):
     return body
 
 
-def info_json(result, task_id: str) -> str:
+def info_json(result, task_id: str, p=None) -> str:
     info = json.loads(result.js())
     info["task_id"] = task_id
+    if p is not None:   # A1111 reports the strength the job used (img2img, hires fix); None otherwise
+        info["denoising_strength"] = p.denoising_strength
     # problems that did not stop the job (unknown LoRA, a failing extension hook); A1111 has them only in `comments`
     info["warnings"] = list(getattr(result, "warnings", None) or [])
     return json.dumps(info)
 
 
-async def run_generation(req, check, label: str, parameters: dict) -> dict:
-    """Validate (422), queue (409 on a duplicate task id), wait, and answer A1111's response shape."""
+async def run_generation(req, check, label: str, parameters: dict, request: Request | None = None) -> dict:
+    """Validate (422), queue (409 on a duplicate task id), wait, and answer A1111's response shape.
+
+    If the client disconnects while waiting, its job is withdrawn (see `wait_for`).
+    """
     try:
         p = check(req)
     except ValueError as exc:
@@ -149,27 +186,29 @@ async def run_generation(req, check, label: str, parameters: dict) -> dict:
         job = shared.queue.submit(generation_job(p), task_id=req.force_task_id, label=label)
     except ValueError as exc:
         raise HTTPException(409, detail=str(exc))
-    await wait_for(job)
+    if not await wait_for(job, request):
+        # 499 (nginx's "client closed request"): nobody reads it, but access logs show what happened
+        return JSONResponse(status_code=499, content={"detail": f"client disconnected; job {job.id} withdrawn"})
     raise_for_job(job)
     result = job.result
     images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
               if req.send_images else [])
-    return {"images": images, "parameters": parameters, "info": info_json(result, job.id)}
+    return {"images": images, "parameters": parameters, "info": info_json(result, job.id, p)}
 
 
 def create_router() -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
     @router.post("/txt2img")
-    async def txt2img(req: Txt2ImgRequest):
-        return await run_generation(req, check_txt2img, "txt2img", req.model_dump())
+    async def txt2img(req: Txt2ImgRequest, request: Request):
+        return await run_generation(req, check_txt2img, "txt2img", req.model_dump(), request)
 
     @router.post("/img2img")
-    async def img2img(req: Img2ImgRequest):
+    async def img2img(req: Img2ImgRequest, request: Request):
         parameters = req.model_dump()
         if not req.include_init_images:   # A1111 leaves the (large) inputs out of the echo unless asked
             parameters["init_images"], parameters["mask"] = None, None
-        return await run_generation(req, check_img2img, "img2img", parameters)
+        return await run_generation(req, check_img2img, "img2img", parameters, request)
 
     @router.post("/png-info")
     def png_info(req: PngInfoRequest):
@@ -251,7 +290,11 @@ def create_router() -> APIRouter:
 
     @router.post("/unload-checkpoint")
     async def unload_checkpoint():
-        job = shared.queue.submit(lambda job: shared.models.unload_now(), label="unload checkpoint")
+        from modules import upscalers
+
+        # the upscaler model too: a client unloading wants the memory back
+        job = shared.queue.submit(lambda job: (shared.models.unload_now(), upscalers.unload()),
+                                  label="unload checkpoint")
         await wait_for(job)
         raise_for_job(job)
         return {}
@@ -323,4 +366,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(create_router())
     app.include_router(listings.create_router())
     app.include_router(queue_routes.create_router())
+    from modules.api import extras_routes   # upscaling finished images (A1111's extras API)
+
+    app.include_router(extras_routes.create_router())
     app.add_exception_handler(RequestValidationError, _validation_error)

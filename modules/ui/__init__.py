@@ -19,6 +19,8 @@ CACHE_SWEEP = (1800, 6 * 3600)
 
 def create_ui() -> gr.Blocks:
     from modules.ui import scripts_ui
+    from modules.ui.extensions_tab import ExtensionsTab
+    from modules.ui.extras import ExtrasTab
     from modules.ui.img2img import Img2ImgTab
     from modules.ui.png_info import PngInfoTab
     from modules.ui.settings import SettingsTab
@@ -35,16 +37,22 @@ def create_ui() -> gr.Blocks:
                 txt2img = Txt2ImgTab()
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 img2img = Img2ImgTab()
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras = ExtrasTab()
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info = PngInfoTab()
             scripts_ui.add_extension_tabs(extension_tabs)   # on_ui_tabs: after the built-in tabs, before Settings (A1111 order)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = SettingsTab()
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):   # after Settings, as in A1111
+                extensions_tab = ExtensionsTab()
         top_bar.bind_native_size(txt2img.width, txt2img.height)
         top_bar.wire()
         png_info.bind_txt2img(txt2img, tabs, "txt2img")
         png_info.bind_img2img(img2img, tabs, "img2img")
+        png_info.bind_extras(extras, tabs, "extras")
         settings.refresh_on_load(blocks)
+        extensions_tab.refresh_on_load(blocks)
     return blocks
 
 

@@ -1,23 +1,28 @@
-"""The img2img tab: img2img, Inpaint (draw the mask on the image) and Inpaint upload (image + mask file).
+"""The img2img tab and its sub-tabs (A1111's): img2img, Sketch (colours drawn over the image become the init
+image), Inpaint (draw the mask on the image), Inpaint sketch (the coloured strokes are both the new colours and
+the mask), Inpaint upload (image + mask file) and Batch (a server folder, modules/img2img_batch.py).
 
 Same shape as the txt2img tab (prompt row, parameters left, results right)
 and the same job following (modules/ui/generation.py). The mask drawn in
-the editor is the union of its brush layers' opaque pixels.
+an editor is the union of its brush layers' opaque pixels.
 """
 from __future__ import annotations
+
+import inspect
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-from modules import scripts, shared
+from modules import img2img_batch, jobs, scripts, shared
 from modules.ui import generation, scripts_ui, styles_ui
 from modules.ui.extra_networks_ui import ExtraNetworksUI
 from modules.ui.styles_ui import StylesUI
 from modules.ui.token_counter import TokenCounter
 from modules.ui.txt2img import _default, interrupt, reuse_seed, select_image, skip
 
-SUB_TABS = ("img2img", "inpaint", "inpaint_upload")
+SUB_TABS = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
+SKETCH_COLOURS = ["#ffffff", "#000000", "#e53935", "#fb8c00", "#fdd835", "#43a047", "#1e88e5", "#8e24aa"]
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
@@ -60,11 +65,26 @@ class Img2ImgTab:
                     with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_plain:
                         self.init_image = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil",
                                                    image_mode="RGBA", sources=["upload", "clipboard"], height=420)
+                    with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
+                        # the composited drawing (image + coloured strokes) is the init image
+                        self.sketch_color = gr.ImageEditor(
+                            label="Image for img2img", elem_id="img2img_sketch", type="pil", image_mode="RGBA",
+                            sources=["upload", "clipboard"], height=420,
+                            brush=gr.Brush(colors=SKETCH_COLOURS, default_color="#e53935", color_mode="defaults"))
                     with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
                         self.sketch = gr.ImageEditor(label="Image for inpainting with mask", elem_id="img2maskimg",
                                                      type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
                                                      brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
                                                      height=420)
+                    with gr.Tab("Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") \
+                            as tab_inpaint_sketch:
+                        # the strokes are the new colours and, where drawn, the mask
+                        self.inpaint_color_sketch = gr.ImageEditor(
+                            label="Color sketch inpainting", elem_id="inpaint_sketch", type="pil",
+                            image_mode="RGBA", sources=["upload", "clipboard"], height=420,
+                            brush=gr.Brush(colors=SKETCH_COLOURS, default_color="#e53935", color_mode="defaults"))
+                        self.mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency",
+                                                    elem_id="img2img_mask_alpha")
                     with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") \
                             as tab_upload:
                         self.upload_image = gr.Image(label="Image", elem_id="img_inpaint_base", type="pil",
@@ -72,7 +92,22 @@ class Img2ImgTab:
                         self.upload_mask = gr.Image(label="Mask (white = repaint)", elem_id="img_inpaint_mask",
                                                     type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
                                                     height=300)
-                for tab, mode in ((tab_plain, "img2img"), (tab_inpaint, "inpaint"), (tab_upload, "inpaint_upload")):
+                    with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
+                        gr.HTML("<p>Process every image in a folder on the server with the settings below. "
+                                "Outputs keep the input file names. Add a mask folder (masks named like the "
+                                "images) for inpaint batch. Refused when the server listens beyond 127.0.0.1 "
+                                "unless started with --enable-insecure-extension-access.</p>",
+                                elem_id="img2img_batch_info")
+                        self.batch_input_dir = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+                        self.batch_output_dir = gr.Textbox(
+                            label="Output directory", elem_id="img2img_batch_output_dir",
+                            placeholder="Leave empty to save in the usual img2img outputs folder")
+                        self.batch_mask_dir = gr.Textbox(
+                            label="Inpaint batch mask directory (required for inpaint batch processing only)",
+                            elem_id="img2img_batch_inpaint_mask_dir")
+                tabs = ((tab_plain, "img2img"), (tab_sketch, "sketch"), (tab_inpaint, "inpaint"),
+                        (tab_inpaint_sketch, "inpaint_sketch"), (tab_upload, "inpaint_upload"), (tab_batch, "batch"))
+                for tab, mode in tabs:
                     tab.select(lambda m=mode: m, outputs=[self.mode], show_progress="hidden", concurrency_limit=None)
 
                 self.resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
@@ -132,7 +167,8 @@ class Img2ImgTab:
                   self.negative_prompt, self.sampler, self.scheduler, self.steps, self.cfg_scale, self.width,
                   self.height, self.batch_count, self.batch_size, self.seed, self.denoising_strength,
                   self.resize_mode, self.mask_blur, self.mask_mode, self.inpainting_fill, self.inpaint_area,
-                  self.padding]
+                  self.padding, self.sketch_color, self.inpaint_color_sketch, self.mask_alpha,
+                  self.batch_input_dir, self.batch_output_dir, self.batch_mask_dir]
         outputs = [self.preview, self.progress, self.gallery, self.info, self.infotexts, self.selected]
         fixed = params + [self.styles]
         if len(fixed) != IMG2IMG_PARAMS:   # the scripts' arguments are sliced off after IMG2IMG_PARAMS values
@@ -171,9 +207,43 @@ def editor_image_and_mask(value) -> tuple[Image.Image | None, Image.Image | None
     return background, (mask if mask.getbbox() else None)
 
 
+def editor_composite(value) -> Image.Image | None:
+    """gr.ImageEditor value -> what the user sees: the background with every brush layer drawn over it."""
+    if not value:
+        return None
+    background = value.get("background")
+    if background is None:
+        return value.get("composite")
+    picture = background.convert("RGBA")
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        layer = layer.convert("RGBA")
+        if layer.size != picture.size:
+            layer = layer.resize(picture.size, Image.NEAREST)
+        picture = Image.alpha_composite(picture, layer)
+    return picture
+
+
+def inpaint_sketch_image_and_mask(value, mask_alpha) -> tuple[Image.Image | None, Image.Image | None]:
+    """Inpaint sketch: (init image = the strokes blended over the picture, mask = where strokes are).
+
+    "Mask transparency" (0-100, A1111's) lets that much of the original show
+    through the strokes in the init image; the mask itself stays whole.
+    """
+    background, mask = editor_image_and_mask(value)
+    if background is None or mask is None:
+        return background, mask
+    drawn = editor_composite(value)
+    opacity = max(0.0, min(100.0, float(mask_alpha or 0))) / 100.0
+    weight = mask.point(lambda v: round(v * (1.0 - opacity)))
+    return Image.composite(drawn, background.convert("RGBA"), weight), mask
+
+
 def build_processing(mode, init_image, sketch, upload_image, upload_mask, prompt, negative_prompt, sampler_name,
                      scheduler, steps, cfg_scale, width, height, batch_count, batch_size, seed, denoising_strength,
-                     resize_mode, mask_blur, mask_mode, inpainting_fill, inpaint_area, padding):
+                     resize_mode, mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, sketch_color=None,
+                     inpaint_color_sketch=None, mask_alpha=0):
     """The page's values -> StableDiffusionProcessingImg2Img (ValueError naming what is missing)."""
     from modules.processing import StableDiffusionProcessingImg2Img
 
@@ -182,10 +252,16 @@ def build_processing(mode, init_image, sketch, upload_image, upload_mask, prompt
         image, mask = editor_image_and_mask(sketch)
         if image is not None and mask is None:
             raise ValueError("mask: paint over the area to repaint first")
+    elif mode == "inpaint_sketch":
+        image, mask = inpaint_sketch_image_and_mask(inpaint_color_sketch, mask_alpha)
+        if image is not None and mask is None:
+            raise ValueError("mask: draw coloured strokes over the area to repaint first")
     elif mode == "inpaint_upload":
         image, mask = upload_image, upload_mask
         if image is not None and mask is None:
             raise ValueError("mask: upload a mask image (white = repaint)")
+    elif mode == "sketch":
+        image = editor_composite(sketch_color)
     else:
         image = init_image
     if image is None:
@@ -201,7 +277,7 @@ def build_processing(mode, init_image, sketch, upload_image, upload_mask, prompt
     )
 
 
-IMG2IMG_PARAMS = 24   # values of the fixed controls (generate's arguments up to styles) before the script arguments
+IMG2IMG_PARAMS = 30   # values of the fixed controls (generate's arguments up to styles) before the script arguments
 
 
 def generate_with_scripts(request: gr.Request, *values):
@@ -211,15 +287,36 @@ def generate_with_scripts(request: gr.Request, *values):
 
 def generate(mode, init_image, sketch, upload_image, upload_mask, prompt, negative_prompt, sampler_name, scheduler,
              steps, cfg_scale, width, height, batch_count, batch_size, seed, denoising_strength, resize_mode,
-             mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, styles=None, request: gr.Request = None,
-             script_args=None):
-    """Submit an img2img job and stream its previews, progress and result to the page."""
+             mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, sketch_color=None,
+             inpaint_color_sketch=None, mask_alpha=0, batch_input_dir="", batch_output_dir="", batch_mask_dir="",
+             styles=None, request: gr.Request = None, script_args=None):
+    """Submit an img2img job (or, on the Batch sub-tab, one job for a folder) and stream its progress and result."""
     values = (mode, init_image, sketch, upload_image, upload_mask, prompt, negative_prompt, sampler_name, scheduler,
               steps, cfg_scale, width, height, batch_count, batch_size, seed, denoising_strength, resize_mode,
-              mask_blur, mask_mode, inpainting_fill, inpaint_area, padding)
+              mask_blur, mask_mode, inpainting_fill, inpaint_area, padding, sketch_color, inpaint_color_sketch,
+              mask_alpha)
 
     def run(p):
         return scripts.run_with_scripts(p, script_args, scripts.scripts_img2img)
 
+    if mode == "batch":
+        yield from generation.run_processing(
+            lambda: batch_plan(values, styles, batch_input_dir, batch_output_dir, batch_mask_dir), "img2img batch",
+            request, run=lambda plan: img2img_batch.run(plan, run, jobs.current_state()))
+        return
     yield from generation.run_processing(lambda: styles_ui.apply_to_processing(build_processing(*values), styles),
                                          "img2img", request, run=run)
+
+
+def batch_plan(values, styles, input_dir, output_dir, mask_dir) -> img2img_batch.BatchPlan:
+    """The Batch sub-tab: folders checked now (errors shown before anything is queued); each picture is built
+    with the tab's settings as plain img2img, or as inpaint upload when a mask folder is given."""
+    names = list(inspect.signature(build_processing).parameters)[:len(values)]
+    settings = dict(zip(names, values))
+
+    def make_processing(image, mask):
+        fields = dict(settings, mode="inpaint_upload" if mask is not None else "img2img", init_image=image,
+                      upload_image=image, upload_mask=mask)
+        return styles_ui.apply_to_processing(build_processing(**fields), styles)
+
+    return img2img_batch.plan(input_dir, output_dir, mask_dir, make_processing, shared.cmd_opts)

@@ -1,4 +1,5 @@
-"""The PNG Info tab: drop an image, read its generation parameters, send them to txt2img, img2img or inpaint."""
+"""The PNG Info tab: drop an image, read its generation parameters, send them to txt2img, img2img, inpaint
+or the image to Extras."""
 from __future__ import annotations
 
 import html
@@ -44,6 +45,7 @@ class PngInfoTab:
                     self.send_to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
                     self.send_to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img")
                     self.send_to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint")
+                    self.send_to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras")
 
         def show(path):
             text = read_image_infotext(path)
@@ -91,3 +93,14 @@ class PngInfoTab:
                                    show_progress="hidden")
         self.send_to_inpaint.click(send_inpaint, inputs=[self.image, self.raw], outputs=[img2img.sketch, *tail],
                                    show_progress="hidden")
+
+    def bind_extras(self, extras, tabs: gr.Tabs, extras_tab_id: str) -> None:
+        """Send to extras: the file itself (infotext included) into Extras' Single Image, and switch tabs."""
+        from modules.ui.extras import SOURCES
+
+        def send(path):
+            return path, SOURCES[0], gr.Tabs(selected="single_image"), gr.Tabs(selected=extras_tab_id)
+
+        self.send_to_extras.click(send, inputs=[self.image],
+                                  outputs=[extras.image, extras.source, extras.source_tabs, tabs],
+                                  show_progress="hidden")

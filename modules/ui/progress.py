@@ -38,6 +38,8 @@ def running_html(progress) -> str:
     job_no, job_count, fraction(), eta()).
     """
     parts = []
+    if getattr(progress, "textinfo", ""):   # a job's own stage, e.g. img2img Batch's "Image 2/5: name.png"
+        parts.append(progress.textinfo)
     if progress.job_count and progress.job_count > 1:
         parts.append(f"Batch {min(progress.job_no + 1, progress.job_count)}/{progress.job_count}")
     if progress.sampling_steps:

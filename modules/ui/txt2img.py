@@ -179,8 +179,8 @@ class Txt2ImgTab:
         with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as self.hr_accordion:
             self.enable_hr = gr.Checkbox(label="Enable hires. fix", value=False, elem_id="txt2img_hr-checkbox")
             with gr.Row():
-                self.hr_upscaler = gr.Dropdown(label="Upscaler", choices=hires.UPSCALERS, value=hires.DEFAULT_UPSCALER,
-                                               elem_id="txt2img_hr_upscaler")
+                self.hr_upscaler = gr.Dropdown(label="Upscaler", choices=hires.upscaler_names(),
+                                               value=hires.DEFAULT_UPSCALER, elem_id="txt2img_hr_upscaler")
                 self.hr_second_pass_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)",
                                                       elem_id="txt2img_hires_steps")
                 self.denoising_strength = gr.Slider(0, 1, value=hires.DEFAULT_DENOISING, step=0.01,

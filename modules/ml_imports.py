@@ -1,0 +1,30 @@
+"""Import transformers and diffusers once, under a lock, before any thread uses them.
+
+Both libraries resolve names lazily (transformers' _LazyModule). When two
+threads import them for the first time at once, e.g. the worker loading a
+checkpoint (diffusers -> diffusers.loaders.peft -> transformers.PreTrainedModel)
+while the page's token counter loads the CLIP tokenizer, one thread can see a
+half-initialised module and fail with "cannot import name 'PreTrainedModel'
+from 'transformers'". Every first use goes through `ensure()`, so the first
+import happens in one thread while the others wait; later calls cost a flag check.
+"""
+from __future__ import annotations
+
+import threading
+
+_lock = threading.Lock()
+_done = False
+
+
+def ensure() -> None:
+    global _done
+    if _done:
+        return
+    with _lock:
+        if _done:
+            return
+        import diffusers.loaders.peft  # noqa: F401  (pulls transformers.PreTrainedModel)
+        from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+        from transformers import (CLIPTextModel, CLIPTextModelWithProjection,  # noqa: F401
+                                  CLIPTokenizer, PreTrainedModel)
+        _done = True
