@@ -160,3 +160,22 @@ def watch_generation(page, timeout: float = 240, on_snapshot=None) -> tuple[list
             return seen, snap
         time.sleep(0.05)
     raise TimeoutError(f"generation did not finish within {timeout} s; last snapshot: {seen[-1:] or None}")
+
+
+@contextmanager
+def tiny_sd1_app(tmp_path_factory, extra_args: tuple[str, ...] = ()):
+    """app.py serving one tiny SD1 checkpoint from a fresh folder; stopped and cleaned up afterwards."""
+    import shutil
+
+    from tests.factories import make_tiny_checkpoint
+
+    ckpt_dir = tmp_path_factory.mktemp("checkpoints")
+    data_dir = tmp_path_factory.mktemp("data")
+    make_tiny_checkpoint(ckpt_dir, "sd1")
+    server = AppProcess(ckpt_dir, data_dir, extra_args)
+    try:
+        server.wait_until_serving()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import (CHROMIUM, AppProcess, chromium_page, set_slider, snapshot, wait_for_model_ready,
+from tests.browser_helpers import (CHROMIUM, chromium_page, set_slider, snapshot, tiny_sd1_app, wait_for_model_ready,
                                    watch_generation)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
@@ -26,18 +25,8 @@ SIZE = 192
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from tests.factories import make_tiny_checkpoint
-
-    ckpt_dir = tmp_path_factory.mktemp("checkpoints")
-    data_dir = tmp_path_factory.mktemp("data")
-    make_tiny_checkpoint(ckpt_dir, "sd1")
-    server = AppProcess(ckpt_dir, data_dir)
-    try:
-        server.wait_until_serving()
+    with tiny_sd1_app(tmp_path_factory) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

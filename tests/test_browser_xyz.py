@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import CHROMIUM, AppProcess, chromium_page, set_slider, wait_for_model_ready, watch_generation
+from tests.browser_helpers import CHROMIUM, chromium_page, set_slider, tiny_sd1_app, wait_for_model_ready, watch_generation
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
 
@@ -16,18 +15,8 @@ XYZ = "txt2img_x_y_z_plot"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from tests.factories import make_tiny_checkpoint
-
-    ckpt_dir = tmp_path_factory.mktemp("checkpoints")
-    data_dir = tmp_path_factory.mktemp("data")
-    make_tiny_checkpoint(ckpt_dir, "sd1")
-    server = AppProcess(ckpt_dir, data_dir)
-    try:
-        server.wait_until_serving()
+    with tiny_sd1_app(tmp_path_factory) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _choose(page, dropdown_id: str, option: str) -> None:
