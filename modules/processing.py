@@ -466,7 +466,8 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
 def _save(p, image, index: int, text: str) -> str:
     from modules import images as image_files, shared
 
-    outdir = p.outpath_samples or str(shared.paths.outputs_dir / p.outdir_kind / time.strftime("%Y-%m-%d"))
+    # save_image adds the [date] sub-folder itself (save_to_dirs / directories_filename_pattern), as in A1111
+    outdir = p.outpath_samples or str(shared.paths.outputs_dir / p.outdir_kind)
     path, _ = image_files.save_image(image, outdir, "", seed=p.all_seeds[index], prompt=p.all_prompts[index],
                                      extension=_setting("samples_format", "png"), info=text, p=p)
     return path

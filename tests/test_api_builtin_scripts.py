@@ -115,6 +115,7 @@ def test_samples_format_saves_infotext_in_exif(easel, fmt):
     folder = easel.shared.paths.data_dir / "outputs" / "txt2img-images"
     files = [f for f in folder.rglob(f"*.{fmt}") if f.stat().st_mtime >= started - 1]
     assert len(files) == 1
+    assert files[0].parent.parent == folder and files[0].parent.name == time.strftime("%Y-%m-%d")  # one date level
     with Image.open(files[0]) as image:
         assert image.format == {"jpg": "JPEG", "webp": "WEBP"}[fmt]
         assert image_files.read_infotext(image) == text
