@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
