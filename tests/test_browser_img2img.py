@@ -1,5 +1,6 @@
 """img2img sub-tabs in a real browser: a stroke drawn with the mouse on the Sketch canvas ends up in the
-generated image; the Batch sub-tab processes a folder and reports skipped files."""
+generated image; a mask drawn on the Inpaint canvas repaints only that band; the Batch sub-tab processes a
+folder and reports skipped files."""
 from __future__ import annotations
 
 import io
@@ -103,3 +104,32 @@ def test_batch_tab_processes_a_folder_and_names_outputs_like_inputs(app, page, t
     # a folder that does not exist is refused before anything is queued
     page.locator("#img2img_batch_input_dir textarea").fill(str(tmp_path / "missing"))
     _generate_and_wait(page, "is not an existing folder")
+
+
+def test_mask_drawn_on_the_inpaint_canvas_repaints_only_the_masked_band(app, page, tmp_path):  # noqa: F811
+    picture = tmp_path / "blue.png"
+    # a large picture: the editor's brush has a fixed size in image pixels, which would cover all of a 64 px one
+    Image.new("RGB", (512, 512), BLUE).save(picture)
+    _open_sub_tab(page, "Inpaint")
+    _upload(page, "img2maskimg", picture)
+    brush = page.locator('#img2maskimg button[title="Brush"]')
+    if "highlight" not in (brush.get_attribute("class") or ""):
+        brush.click()
+    box = page.locator("#img2maskimg canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy)
+    page.mouse.down()
+    for step in range(1, 13):                     # the mask: a horizontal band through the middle
+        page.mouse.move(cx - 60 + step * 10, cy)
+    page.mouse.up()
+    _settings(page, denoising=1)                  # strength 1: the masked band is repainted from noise
+    info = _generate_and_wait(page, "Size: 64x64")
+    assert "Mask blur" in info, info              # it ran as inpainting
+    image = _shown_image(page)
+    image.save("/tmp/easel-img2img-inpaint.png")
+    shown = np.asarray(image).astype(int)
+    changed = np.abs(shown - np.array(BLUE)).sum(axis=2) > 30
+    assert changed[28:36].sum() >= 10, "nothing was repainted where the mask was drawn"
+    rows, _ = np.nonzero(changed)
+    assert abs(rows.mean() - 32) < 8                                   # around the band
+    assert not changed[:12].any() and not changed[-12:].any()         # far from it: the upload, untouched
