@@ -37,6 +37,20 @@ def _upload(page, elem_id: str, picture: Path) -> None:
     raise AssertionError(f"the picture never appeared on #{elem_id}")
 
 
+def _draw_horizontal_stroke(page, elem_id: str) -> None:
+    """Pick the image editor's brush and drag it across the middle of its canvas with the mouse."""
+    brush = page.locator(f'#{elem_id} button[title="Brush"]')
+    if "highlight" not in (brush.get_attribute("class") or ""):
+        brush.click()
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(cx - 60 + step * 10, cy)
+    page.mouse.up()
+
+
 def _settings(page, denoising) -> None:
     page.locator("#img2img_prompt textarea").fill("a blue wall")
     set_slider(page, "img2img_steps", 1)
@@ -64,16 +78,7 @@ def test_stroke_drawn_on_the_sketch_canvas_is_in_the_generated_image(app, page, 
     Image.new("RGB", (64, 64), BLUE).save(picture)
     _open_sub_tab(page, "Sketch")
     _upload(page, "img2img_sketch", picture)
-    brush = page.locator('#img2img_sketch button[title="Brush"]')
-    if "highlight" not in (brush.get_attribute("class") or ""):
-        brush.click()
-    box = page.locator("#img2img_sketch canvas").first.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 60, cy)
-    page.mouse.down()
-    for step in range(1, 13):                     # a horizontal stroke through the middle of the picture
-        page.mouse.move(cx - 60 + step * 10, cy)
-    page.mouse.up()
+    _draw_horizontal_stroke(page, "img2img_sketch")
     _settings(page, denoising=0)                  # strength 0: the init image (the drawing) comes back as is
     info = _generate_and_wait(page, "Size: 64x64")
     assert "upload an image first" not in info
@@ -112,16 +117,7 @@ def test_mask_drawn_on_the_inpaint_canvas_repaints_only_the_masked_band(app, pag
     Image.new("RGB", (512, 512), BLUE).save(picture)
     _open_sub_tab(page, "Inpaint")
     _upload(page, "img2maskimg", picture)
-    brush = page.locator('#img2maskimg button[title="Brush"]')
-    if "highlight" not in (brush.get_attribute("class") or ""):
-        brush.click()
-    box = page.locator("#img2maskimg canvas").first.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 60, cy)
-    page.mouse.down()
-    for step in range(1, 13):                     # the mask: a horizontal band through the middle
-        page.mouse.move(cx - 60 + step * 10, cy)
-    page.mouse.up()
+    _draw_horizontal_stroke(page, "img2maskimg")   # the mask: a band through the middle
     _settings(page, denoising=1)                  # strength 1: the masked band is repainted from noise
     info = _generate_and_wait(page, "Size: 64x64")
     assert "Mask blur" in info, info              # it ran as inpainting
