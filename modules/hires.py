@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from modules import img2img, previews, rng, samplers, sampling, upscalers
+from modules import img2img, previews, rng, samplers, sampling, unet_compile, upscalers
 
 LATENT_UPSCALE_MODES = {            # name -> (torch interpolate mode, antialias)
     "Latent": ("bilinear", False),
@@ -164,5 +164,5 @@ def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> t
     )
     img2img.add_inpainting_model_conditioning(p, model, request)
     state.sampling_step, state.sampling_steps = 0, run
-    return sampling.sample(model.unet, scheduler, request, model.device, model.dtype,
+    return sampling.sample(unet_compile.for_model(model), scheduler, request, model.device, model.dtype,
                            on_step=_preview_callback(model, state, run, first))

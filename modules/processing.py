@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from modules import infotext, job_conditioning, previews, rng, samplers, sampling, script_callbacks
+from modules import infotext, job_conditioning, previews, rng, samplers, sampling, script_callbacks, unet_compile
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,7 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
             generators=rng.generators(seeds), eta=p.eta,
         )
         p.before_sampling(model, scheduler, request, state, first)
-        latents = sampling.sample(model.unet, scheduler, request, model.device, model.dtype,
+        latents = sampling.sample(unet_compile.for_model(model), scheduler, request, model.device, model.dtype,
                                   on_step=_preview_callback(model, state, state.sampling_steps, first),
                                   **script_callbacks.denoiser_hooks(len(scheduler.timesteps)))
         latents = p.after_sampling(model, latents, job, state, seeds, subseeds, first)
