@@ -9,9 +9,15 @@ first pass's), as A1111 runs it. Fields and infotext keys are A1111's.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from modules import img2img, previews, rng, samplers, sampling, unet_compile, upscalers
+from modules import samplers, upscalers
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the modules that import it are imported inside the two sampling functions below:
+# the txt2img page imports this module for its constants while it is built, before the page answers.
 
 LATENT_UPSCALE_MODES = {            # name -> (torch interpolate mode, antialias)
     "Latent": ("bilinear", False),
@@ -123,6 +129,9 @@ def init_job(p) -> None:
 
 def upscale_latents(p, model, latents: torch.Tensor) -> torch.Tensor:
     """First-pass latents -> latents at the hires size (cropped to the final size)."""
+    import torch
+
+    from modules import img2img, previews
     factor = img2img.latent_factor(model)
     up_w, up_h, w, h = target_size(p)
     name = upscaler_name(p)
@@ -140,6 +149,7 @@ def upscale_latents(p, model, latents: torch.Tensor) -> torch.Tensor:
 
 def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> torch.Tensor:
     """Upscale one batch's latents and run the img2img pass over them; returns the final latents."""
+    from modules import img2img, rng, sampling, unet_compile
     from modules.processing import _preview_callback
 
     init = upscale_latents(p, model, latents).to(model.device)

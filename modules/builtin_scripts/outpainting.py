@@ -21,7 +21,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from modules import masking, processing, scripts
+from modules import masking, scripts
 
 DIRECTIONS = ("left", "right", "up", "down")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")   # img2img's inpainting_fill order
@@ -137,6 +137,7 @@ class OutpaintingMk2(scripts.Script):
 
     def run(self, p, _info=None, pixels=128, mask_blur=8, direction=DIRECTIONS, noise_q=1.0, color_variation=0.05,
             masked_content=1):
+        from modules import processing  # here, not at the top: importing it loads torch
         pixels, mask_blur, direction, noise_q, color_variation, masked_content = check(
             pixels, mask_blur, direction, noise_q, color_variation, masked_content)
         from modules.img2img import flatten

@@ -13,7 +13,7 @@ import math
 
 import gradio as gr
 
-from modules import grids, processing, scripts
+from modules import grids, scripts
 from modules.builtin_scripts._common import infotext_with
 
 TITLE = "Prompt matrix"
@@ -63,6 +63,7 @@ class Script(scripts.Script):
 
     def run(self, p, put_at_start=False, different_seeds=False, prompt_type="positive", variations_delimiter="comma",
             margin_size=0):
+        from modules import processing  # here, not at the top: importing it loads torch
         if prompt_type not in ("positive", "negative"):
             raise ValueError(f"Prompt matrix: prompt_type must be 'positive' or 'negative', got {prompt_type!r}")
         margin = int(margin_size or 0)

@@ -12,7 +12,7 @@ import shlex
 
 import gradio as gr
 
-from modules import processing, scripts
+from modules import scripts
 from modules.builtin_scripts._common import CheckpointSwitcher, combine, copy_processing, empty_processed
 
 TITLE = "Prompts from file or textbox"
@@ -137,6 +137,7 @@ class Script(scripts.Script):
         return [checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt]
 
     def run(self, p, checkbox_iterate=False, checkbox_iterate_batch=False, prompt_position="start", prompt_txt=""):
+        from modules import processing  # here, not at the top: importing it loads torch
         if prompt_position not in ("start", "end"):
             raise ValueError(f"{TITLE}: prompt_position must be 'start' or 'end', got {prompt_position!r}")
         jobs = parse_lines(prompt_txt)
