@@ -4,6 +4,8 @@
     venv/bin/python -m benchmarks.bench_unet_variants bf16_cl         # channels-last memory format
     venv/bin/python -m benchmarks.bench_unet_variants bf16_compile    # torch.compile (Inductor)
     venv/bin/python -m benchmarks.bench_unet_variants bf16_freeze     # torch.compile with weight freezing
+    venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc     # plain, glibc malloc keeping freed memory
+    (suffixes combine: bf16_freeze_malloc)
     (fp32_... the same in fp32)
 
 One process per variant so that compiled code and allocator state do not
@@ -29,6 +31,10 @@ def run(variant: str) -> None:
 
     from benchmarks.bench_sd15_unet import SD15_UNET
 
+    if "_malloc" in variant:   # glibc keeps freed activations mapped (modules/malloc_tuning.py)
+        from modules import malloc_tuning
+
+        malloc_tuning.keep_freed_memory()
     dtype = torch.bfloat16 if "bf16" in variant else torch.float32
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)

@@ -228,6 +228,10 @@ def write_scaling_factor(value: float):
 
 def run(args):
     global _DEVICE
+    from modules import malloc_tuning
+
+    # 1.35 -> 0.94 s per U-Net step on 2 cores: freed activations stay mapped (see the module)
+    malloc_tuning.keep_freed_memory()
     torch.set_num_threads(args.threads)
     _DEVICE = torch.device(args.device)
     out = Path(args.out)
@@ -387,14 +391,14 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=0, help="data-drawing processes (0: inline, right for 2 cores)")
     p.add_argument("--device", default="cpu", help="cpu (the documented recipe) or cuda (same recipe, faster)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--vae-steps", type=int, default=300)
+    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch-size", type=int, default=32)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops of this size")
-    p.add_argument("--vae-full-steps", type=int, default=60, help="last VAE steps on whole images")
+    p.add_argument("--vae-full-steps", type=int, default=700, help="last VAE steps on whole images")
     p.add_argument("--vae-full-batch-size", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=2800)
+    p.add_argument("--unet-steps", type=int, default=3900)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema-decay", type=float, default=0.995)
