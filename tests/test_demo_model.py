@@ -56,19 +56,21 @@ def test_negative_prompt_red_lowers_the_red_of_a_red_circle(model):
     assert negative < plain - 10, (plain, negative)
 
 
-def test_emphasis_reaches_the_model_and_weight_1_is_a_no_op(model):
-    """Weights go through to the image; (red:1) is the plain prompt.
+def test_emphasis_moves_the_colour_the_right_way_and_weight_1_is_a_no_op(model):
+    """(red:1.5) is redder than [red] where red competes with another colour word.
 
-    Whether emphasis makes this model *redder* was measured instead of
-    asserted: "red" alone already saturates its redness (about 100 for red,
-    (red:0.1) ... (red:1.2); 63-66 for (red:1.5) and (red:2), which push the
-    tiny text encoder out of what it saw in training; 20 for "a circle").
+    "a red circle" alone already saturates redness (measured 169.5 for red,
+    168.1 for [red], 152.8 for (red:1.5), 80.5 for "a circle": the palette's
+    red is the ceiling), so the test weighs red against blue in one prompt.
+    Measured (8 images, seed 1): "a [red] blue circle" -55.7, "a red blue
+    circle" -5.7, "a (red:1.3) blue circle" +102.8, "a (red:1.5) blue circle" +140.3.
     """
+    weak = _mean(judge.redness, generate(model, ["a [red] blue circle"] * N, seed=SEED))
+    strong = _mean(judge.redness, generate(model, ["a (red:1.5) blue circle"] * N, seed=SEED))
+    assert strong > weak + 50, (weak, strong)
     plain = generate(model, ["a red circle"] * 2, seed=SEED)
     weight_one = generate(model, ["a (red:1) circle"] * 2, seed=SEED)
-    strong = generate(model, ["a (red:1.5) circle"] * 2, seed=SEED)
     assert [_png(a) for a in plain] == [_png(b) for b in weight_one]
-    assert all(np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() > 2 for a, b in zip(plain, strong))
 
 
 def test_prompt_editing_red_to_blue_ends_bluer_than_red(model):
@@ -97,4 +99,4 @@ def test_quality_floor_on_a_slice_of_the_evaluation_set(model):
     images = generate(model, prompts, seed=1000)
     results = [judge.judge(im, parse_prompt_meta(p)) for im, p in zip(images, prompts)]
     colour = np.mean([r["colour"] for r in results if "colour" in r])
-    assert colour >= 0.35, colour   # the shipped model scores 0.44 on this slice (60% on the whole set)
+    assert colour >= 0.7, colour   # the shipped model scores 0.81 (13/16) on this slice (84% on the whole set)
