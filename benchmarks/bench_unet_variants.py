@@ -1,10 +1,13 @@
-"""One full-size SD1.5 U-Net step (512x512, CFG batch 2, random weights) in one variant per process.
+"""One full-size SD1.5 U-Net step (512x512, CFG batch 2, random weights) in one variant per process;
+"vae_" variants time the SD1.5 VAE decode of one 512x512 image instead.
 
     venv/bin/python -m benchmarks.bench_unet_variants bf16            # plain, as diffusers runs it
     venv/bin/python -m benchmarks.bench_unet_variants bf16_cl         # channels-last memory format
     venv/bin/python -m benchmarks.bench_unet_variants bf16_compile    # torch.compile (Inductor)
     venv/bin/python -m benchmarks.bench_unet_variants bf16_freeze     # torch.compile with weight freezing
     venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc     # plain, glibc malloc keeping freed memory
+    venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc_all # ... and blocks over 32 MiB from the heap too
+    venv/bin/python -m benchmarks.bench_unet_variants vae_bf16        # SD1.5 VAE decode at 512 (any suffix above)
     (suffixes combine: bf16_freeze_malloc)
     (fp32_... the same in fp32)
 
@@ -25,41 +28,56 @@ import torch
 OUT = Path(tempfile.gettempdir()) / "easel-unet-variants"
 
 
-def run(variant: str) -> None:
+def _unet(dtype):
+    """The SD1.5 U-Net and one CFG step's inputs (batch 2, 64x64 latent)."""
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     from benchmarks.bench_sd15_unet import SD15_UNET
 
+    unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
+    unet.set_attn_processor(AttnProcessor2_0())
+    cond = torch.randn(2, 77, 768, dtype=dtype)
+    return unet.to(dtype), torch.randn(2, 4, 64, 64, dtype=dtype), \
+        lambda net, x: net(x, torch.tensor(500), encoder_hidden_states=cond).sample
+
+
+def _vae_decoder(dtype):
+    """The SD1.5 VAE decoder and a 64x64 latent (one 512x512 image), as decode_latents calls it."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_config(json.loads(Path("configs/sd1/vae/config.json").read_text()))
+    vae = vae.eval().requires_grad_(False).to(dtype)
+    return vae, torch.randn(1, 4, 64, 64, dtype=dtype), lambda net, x: net.decode(x).sample
+
+
+def run(variant: str) -> None:
     if "_malloc" in variant:   # glibc keeps freed activations mapped (modules/malloc_tuning.py)
         from modules import malloc_tuning
 
-        malloc_tuning.keep_freed_memory()
+        malloc_tuning.keep_freed_memory(large_blocks_too="_malloc_all" in variant)
     dtype = torch.bfloat16 if "bf16" in variant else torch.float32
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
-    unet.set_attn_processor(AttnProcessor2_0())
-    unet = unet.to(dtype)
-    x = torch.randn(2, 4, 64, 64, dtype=dtype)
-    cond = torch.randn(2, 77, 768, dtype=dtype)
-    t = torch.tensor(500)
+    net, x, forward = (_vae_decoder if variant.startswith("vae_") else _unet)(dtype)
     if "_cl" in variant:
-        unet = unet.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
-    call = unet
+    call = net
     if "compile" in variant or "freeze" in variant:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = "freeze" in variant   # folds weights into the graph: later weight edits are ignored
-        call = torch.compile(unet)
+        call = torch.compile(net)
     with torch.inference_mode():
         started = time.perf_counter()
-        out = call(x, t, encoder_hidden_states=cond).sample
+        out = forward(call, x)
         print(f"{variant}: first call {time.perf_counter() - started:.1f} s", flush=True)
         times = []
         for _ in range(3):
             started = time.perf_counter()
-            out = call(x, t, encoder_hidden_states=cond).sample
+            out = forward(call, x)
             times.append(time.perf_counter() - started)
     print(f"{variant}: s/step {', '.join(f'{s:.2f}' for s in times)} (median {sorted(times)[1]:.2f})")
     OUT.mkdir(exist_ok=True)

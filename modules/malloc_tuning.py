@@ -26,14 +26,20 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 
 MMAP_THRESHOLD = 32 * 1024 * 1024      # glibc's largest allowed value: blocks below it come from the heap
 TRIM_THRESHOLD = 2**31 - 1             # (a C int) never give the heap top back while it is in use again
 TOP_PAD = 512 * 1024 * 1024            # grow the heap in large steps
 
 
-def keep_freed_memory() -> bool:
-    """Apply the settings; True when glibc accepted all three."""
+def keep_freed_memory(large_blocks_too: bool = False) -> bool:
+    """Apply the settings; True when glibc accepted them all.
+
+    large_blocks_too: also serve blocks above 32 MiB (full-size attention maps,
+    VAE activations at 512 px) from the heap (M_MMAP_MAX = 0), where they are
+    reused instead of being mapped and faulted in on every call.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -42,8 +48,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    accepted = all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD)))
+    settings = [(_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD)]
+    if large_blocks_too:
+        settings.append((_M_MMAP_MAX, 0))
+    accepted = all(mallopt(param, value) == 1 for param, value in settings)
     if not accepted:
         log.info("glibc did not accept the malloc settings; tensors are allocated as usual")
     return accepted

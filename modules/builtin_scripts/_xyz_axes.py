@@ -113,26 +113,22 @@ def _checkpoint_titles() -> list[str]:
     return sorted(shared.models.checkpoint_titles(), key=str.lower) if shared.models is not None else []
 
 
-def _confirm_samplers(p, values) -> list:
-    from modules import samplers
+def _confirm_known(what: str, lookup_name: str, names: Callable):
+    """Values that samplers.<lookup_name> resolves (case rules and aliases included); else an error listing `names`."""
+    def confirm(p, values) -> list:
+        from modules import samplers
 
-    for value in values:
-        try:
-            samplers.resolve(value)
-        except ValueError:
-            raise ValueError(f"unknown sampler {value!r}; choices: {', '.join(_sampler_names())}") from None
-    return values
+        for value in values:
+            try:
+                getattr(samplers, lookup_name)(value)
+            except ValueError:
+                raise ValueError(f"unknown {what} {value!r}; choices: {', '.join(names())}") from None
+        return values
+    return confirm
 
 
-def _confirm_schedules(p, values) -> list:
-    from modules import samplers
-
-    for value in values:
-        try:
-            samplers.find_schedule(value)
-        except ValueError:
-            raise ValueError(f"unknown schedule type {value!r}; choices: {', '.join(_schedule_labels())}") from None
-    return values
+_confirm_samplers = _confirm_known("sampler", "resolve", _sampler_names)
+_confirm_schedules = _confirm_known("schedule type", "find_schedule", _schedule_labels)
 
 
 def _confirm_choice(what: str, choices: Callable):
