@@ -75,12 +75,16 @@ def main() -> None:
     parser.add_argument("--size", choices=["tiny", "small"], default="small")
     parser.add_argument("--switches", type=int, default=10)
     parser.add_argument("--write-to", help=argparse.SUPPRESS)    # child process: only write the checkpoints
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc malloc as it is (Easel's app keeps freed memory: modules/malloc_tuning.py)")
     args = parser.parse_args()
     if args.write_to:
         write_checkpoints(Path(args.write_to), args.size)
         return
-    from modules import cmd_args, devices, model_manager, options, paths as paths_module
+    from modules import cmd_args, devices, malloc_tuning, model_manager, options, paths as paths_module
 
+    if not args.default_malloc:
+        malloc_tuning.keep_freed_memory(large_blocks_too=True)   # as app.py does
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="easel-leak-") as tmp:
         root = Path(tmp)
@@ -104,7 +108,8 @@ def main() -> None:
         manager.unload_now()
     base = values[1] if len(values) > 1 else values[0]
     growth = (values[-1] - base) / base * 100
-    print_table(f"Checkpoint switching via ModelManager.load_now ({args.size}, fp32, RSS before the first load "
+    allocator = "default glibc malloc" if args.default_malloc else "malloc keeping freed memory"
+    print_table(f"Checkpoint switching via ModelManager.load_now ({args.size}, fp32, {allocator}, RSS before the first load "
                 f"{start_rss:.0f} MiB)", ["switch", "checkpoint", "params", "load s", "RSS MiB"], rows)
     print(f"\nRSS growth from switch 2 to switch {args.switches}: {growth:+.1f}% "
           f"({values[-1] - base:+.0f} MiB); goal <= {GOAL_PERCENT:.0f}%: {'met' if growth <= GOAL_PERCENT else 'NOT met'}")
