@@ -21,6 +21,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+# modules.processing is imported where it is used: it loads torch, and this file is
+# imported while the page is built (tests/test_startup_imports.py)
 from modules import masking, scripts
 
 DIRECTIONS = ("left", "right", "up", "down")
@@ -137,7 +139,7 @@ class OutpaintingMk2(scripts.Script):
 
     def run(self, p, _info=None, pixels=128, mask_blur=8, direction=DIRECTIONS, noise_q=1.0, color_variation=0.05,
             masked_content=1):
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         pixels, mask_blur, direction, noise_q, color_variation, masked_content = check(
             pixels, mask_blur, direction, noise_q, color_variation, masked_content)
         from modules.img2img import flatten

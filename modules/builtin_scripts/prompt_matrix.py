@@ -13,6 +13,8 @@ import math
 
 import gradio as gr
 
+# modules.processing is imported where it is used: it loads torch, and this file is
+# imported while the page is built (tests/test_startup_imports.py)
 from modules import grids, scripts
 from modules.builtin_scripts._common import infotext_with
 
@@ -63,7 +65,7 @@ class Script(scripts.Script):
 
     def run(self, p, put_at_start=False, different_seeds=False, prompt_type="positive", variations_delimiter="comma",
             margin_size=0):
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         if prompt_type not in ("positive", "negative"):
             raise ValueError(f"Prompt matrix: prompt_type must be 'positive' or 'negative', got {prompt_type!r}")
         margin = int(margin_size or 0)

@@ -12,6 +12,8 @@ import shlex
 
 import gradio as gr
 
+# modules.processing is imported where it is used: it loads torch, and this file is
+# imported while the page is built (tests/test_startup_imports.py)
 from modules import scripts
 from modules.builtin_scripts._common import CheckpointSwitcher, combine, copy_processing, empty_processed
 
@@ -137,7 +139,7 @@ class Script(scripts.Script):
         return [checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt]
 
     def run(self, p, checkbox_iterate=False, checkbox_iterate_batch=False, prompt_position="start", prompt_txt=""):
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         if prompt_position not in ("start", "end"):
             raise ValueError(f"{TITLE}: prompt_position must be 'start' or 'end', got {prompt_position!r}")
         jobs = parse_lines(prompt_txt)

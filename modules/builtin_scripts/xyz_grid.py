@@ -17,6 +17,8 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
+# modules.processing is imported where it is used: it loads torch, and this file is
+# imported while the page is built (tests/test_startup_imports.py)
 from modules import grids, scripts
 from modules.builtin_scripts import _xyz_axes as axes
 from modules.builtin_scripts._common import (CheckpointSwitcher, combine, copy_processing, empty_processed,
@@ -96,7 +98,7 @@ class Plot:
 
     def __init__(self, p, is_img2img: bool, specs, draw_legend=True, no_fixed_seeds=False,
                  vary_seeds=(False, False, False), margin=0, csv_mode=False):
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         if not 0 <= margin <= 500:
             raise ValueError(f"margin_size must be between 0 and 500, got {margin}")
         self.p, self.draw_legend, self.no_fixed_seeds, self.vary_seeds, self.margin = \
@@ -158,8 +160,7 @@ class Plot:
 
     def _check_cells(self) -> None:
         """Every cell's parameters are valid before the first image is made (messages name the field)."""
-        from modules import processing  # here, not at the top: importing it loads torch
-        from modules import shared
+        from modules import processing, shared
 
         if self.switcher is not None:
             self.switcher.check_in_job(self.p)
@@ -210,7 +211,7 @@ class Plot:
         return image
 
     def _assemble(self, results: dict, include_lone_images: bool, include_sub_grids: bool):
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         counts = [len(v) for v in self.values]
         firsts = {}
         for index, result in results.items():
@@ -261,7 +262,7 @@ class Plot:
         return params
 
     def _save(self, grid, text) -> None:
-        from modules import processing  # here, not at the top: importing it loads torch
+        from modules import processing
         from modules import images as image_files
 
         image_files.save_image(grid, grids.grids_dir(self.p), "xyz_grid", seed=None, prompt=None,
