@@ -163,8 +163,11 @@ def watch_generation(page, timeout: float = 240, on_snapshot=None) -> tuple[list
 
 
 @contextmanager
-def tiny_sd1_app(tmp_path_factory, extra_args: tuple[str, ...] = ()):
-    """app.py serving one tiny SD1 checkpoint from a fresh folder; stopped and cleaned up afterwards."""
+def tiny_sd1_app(tmp_path_factory, extra_args: tuple[str, ...] = (), prepare=None):
+    """app.py serving one tiny SD1 checkpoint from a fresh folder; stopped and cleaned up afterwards.
+
+    prepare(data_dir) -> more command-line arguments: fills the data folder before the start.
+    """
     import shutil
 
     from tests.factories import make_tiny_checkpoint
@@ -172,6 +175,8 @@ def tiny_sd1_app(tmp_path_factory, extra_args: tuple[str, ...] = ()):
     ckpt_dir = tmp_path_factory.mktemp("checkpoints")
     data_dir = tmp_path_factory.mktemp("data")
     make_tiny_checkpoint(ckpt_dir, "sd1")
+    if prepare is not None:
+        extra_args = tuple(extra_args) + tuple(prepare(data_dir))
     server = AppProcess(ckpt_dir, data_dir, extra_args)
     try:
         server.wait_until_serving()

@@ -5,12 +5,11 @@ The real app.py in a subprocess, Chromium via playwright (tests/browser_helpers.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import (CHROMIUM, AppProcess, chromium_page, set_slider, wait_for_model_ready,
+from tests.browser_helpers import (CHROMIUM, chromium_page, set_slider, tiny_sd1_app, wait_for_model_ready,
                                    watch_generation)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
@@ -24,23 +23,16 @@ def app(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from tests.factories import make_tiny_checkpoint
+    def lora_and_styles(data_dir):
+        lora_dir = data_dir / "Lora"
+        lora_dir.mkdir()
+        save_file({"lora_unet_x.alpha": torch.tensor(1.0)}, str(lora_dir / "ink_style.safetensors"))
+        (data_dir / "styles.csv").write_text('name,prompt,negative_prompt\nCinematic,"film still of {prompt}",cartoon\n',
+                                             encoding="utf-8")
+        return ("--lora-dir", str(lora_dir))
 
-    ckpt_dir = tmp_path_factory.mktemp("checkpoints")
-    data_dir = tmp_path_factory.mktemp("data")
-    lora_dir = data_dir / "Lora"
-    lora_dir.mkdir()
-    save_file({"lora_unet_x.alpha": torch.tensor(1.0)}, str(lora_dir / "ink_style.safetensors"))
-    (data_dir / "styles.csv").write_text('name,prompt,negative_prompt\nCinematic,"film still of {prompt}",cartoon\n',
-                                         encoding="utf-8")
-    make_tiny_checkpoint(ckpt_dir, "sd1")
-    server = AppProcess(ckpt_dir, data_dir, ("--lora-dir", str(lora_dir)))
-    try:
-        server.wait_until_serving()
+    with tiny_sd1_app(tmp_path_factory, prepare=lora_and_styles) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
