@@ -5,8 +5,8 @@ fresh mmap and returns it to the OS when freed, and trims the heap top
 eagerly. A CPU training or sampling step allocates and frees the same
 multi-megabyte activations again and again, so each step page-faults all of
 them back in: measured on the demo model's training step (2 cores, batch 32)
-as about 60,000 page faults per second and 1.35 s per step; with the three
-settings below, no page faults after warm-up and 0.94 s per step.
+as about 60,000 page faults per second and 1.35 s per step; with the first
+three settings below, no page faults after warm-up and 0.94 s per step.
 
 The effect is the same as starting Python with MALLOC_MMAP_THRESHOLD_,
 MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set; calling mallopt() lets the
