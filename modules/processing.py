@@ -234,6 +234,12 @@ def _setting(name: str, default):
         return default
 
 
+def _ensd_for_infotext(sampler):
+    """ENSD goes into infotext only where it changes the image: a stochastic sampler with a non-zero delta."""
+    delta = int(_setting("eta_noise_seed_delta", 0) or 0)
+    return delta if delta and sampler.stochastic else None
+
+
 def _per_image(value, count: int) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value] * count
 
@@ -311,6 +317,7 @@ def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | 
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0 else None,
         "Denoising strength": p.denoising_strength,
         "Clip skip": clip_skip if clip_skip > 1 else None,
+        "ENSD": _ensd_for_infotext(sampler),
         **p.extra_generation_params,
         "Version": EASEL_VERSION,
     }
@@ -425,7 +432,7 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
         scheduler.set_timesteps(p.steps, device=model.device)
         request = sampling.SamplingRequest(
             noise=noise, cond=None, uncond=None, cfg_scale=float(p.cfg_scale), cond_at=conditioning, steps=p.steps,
-            generators=rng.generators(seeds), eta=p.eta,
+            generators=rng.generators(seeds, latent_shape, _setting("eta_noise_seed_delta", 0)), eta=p.eta,
         )
         p.before_sampling(model, scheduler, request, state, first)
         latents = sampling.sample(unet_compile.for_model(model), scheduler, request, model.device, model.dtype,

@@ -144,11 +144,27 @@ def batch_noise(shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_f
     ])
 
 
-def generators(seeds, eta_noise_seed_delta: int = 0) -> list[torch.Generator]:
+def generators(seeds, noise_shape, eta_noise_seed_delta: int = 0) -> list[torch.Generator]:
     """One CPU generator per image for the noise ancestral/SDE samplers add at each step.
 
     Pass the list as `generator=` to a diffusers scheduler's step(): it draws
     each image's noise from its own generator, keeping batch images equal to
-    single ones. eta_noise_seed_delta is A1111's ENSD setting (added to each seed).
+    single ones.
+
+    As in A1111, each generator continues from its seed past the draw of the
+    image's initial noise (`noise_shape`, (C, H, W)). Restarting it at the
+    seed would make the first step's fresh noise a copy of the initial noise,
+    which the sampler has just started removing: the two add up instead of
+    mixing, and the excess survives as grain in the finished image.
+    A non-zero eta_noise_seed_delta (A1111's ENSD setting) instead starts each
+    generator afresh at seed + delta.
     """
-    return [torch.Generator(device="cpu").manual_seed(_as_int(s, "seed") + int(eta_noise_seed_delta)) for s in seeds]
+    delta = _as_int(eta_noise_seed_delta, "eta_noise_seed_delta")
+    shape = tuple(int(v) for v in noise_shape)
+    out = []
+    for s in seeds:
+        generator = torch.Generator(device="cpu").manual_seed(_as_int(s, "seed") + delta)
+        if delta == 0:
+            torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")  # skip the initial noise
+        out.append(generator)
+    return out

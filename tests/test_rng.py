@@ -104,13 +104,24 @@ def test_seed_resize_zero_means_off():
 
 
 def test_generators_are_per_seed_and_reproducible():
-    gens = rng.generators([5, 6])
+    gens = rng.generators([5, 6], SHAPE)
     a = torch.randn(3, generator=gens[0])
     b = torch.randn(3, generator=gens[1])
-    assert torch.equal(a, torch.randn(3, generator=torch.Generator().manual_seed(5)))
+    assert torch.equal(a, torch.randn(3, generator=rng.generators([5], SHAPE)[0]))
     assert not torch.equal(a, b)
-    shifted = rng.generators([5], eta_noise_seed_delta=31337)[0]
+    shifted = rng.generators([5], SHAPE, eta_noise_seed_delta=31337)[0]
     assert torch.equal(torch.randn(3, generator=shifted), torch.randn(3, generator=torch.Generator().manual_seed(5 + 31337)))
+
+
+def test_step_noise_continues_after_the_initial_noise_instead_of_repeating_it():
+    # A generator restarted at the seed would hand the sampler's first step a copy of
+    # the initial noise; as in A1111, it continues the seed's stream past that draw.
+    generator = torch.Generator().manual_seed(5)
+    initial = torch.randn(SHAPE, generator=generator)
+    assert torch.equal(initial, rng.image_noise(SHAPE, 5))
+    first_step = torch.randn(SHAPE, generator=rng.generators([5], SHAPE)[0])
+    assert torch.equal(first_step, torch.randn(SHAPE, generator=generator))
+    assert abs(float(torch.corrcoef(torch.stack([first_step.flatten(), initial.flatten()]))[0, 1])) < 0.05
 
 
 def test_dtype_is_applied():
