@@ -34,6 +34,8 @@ def diffusers_latents(model, scheduler_cls, prompt, negative, seed, steps, cfg, 
 
 @pytest.mark.parametrize("sampler, scheduler_name, options", [
     ("Euler", "EulerDiscreteScheduler", {}),
+    # ancestral: the pipeline's one generator draws the initial noise, then each step's noise
+    ("Euler a", "EulerAncestralDiscreteScheduler", {}),
     ("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
 ])
 def test_latents_match_plain_diffusers_pipeline(sd1_model, sampler, scheduler_name, options):
@@ -49,11 +51,29 @@ def test_latents_match_plain_diffusers_pipeline(sd1_model, sampler, scheduler_na
 def test_seed_reproduces_image_and_batch_equals_single(sd1_model):
     batch = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77, batch_size=2))
     alone = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=78))
+    first = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77))
     again = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77))
     assert batch.all_seeds == [77, 78]
+    # batched and single U-Net calls round differently, so equal up to float noise, not bytes
+    assert (batch.latents[0] - first.latents[0]).abs().max().item() < 1e-5
     assert (batch.latents[1] - alone.latents[0]).abs().max().item() < 1e-5
-    assert batch.images[0].tobytes() == again.images[0].tobytes()
+    assert first.images[0].tobytes() == again.images[0].tobytes()
     assert batch.images[0].tobytes() != batch.images[1].tobytes()
+
+
+def test_ensd_reseeds_the_step_noise_of_ancestral_samplers_and_is_recorded(sd1_model, monkeypatch):
+    from modules import shared
+    from modules.options import Options
+
+    monkeypatch.setattr(shared, "opts", Options())
+    plain = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77))
+    shifted = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77,
+                                                override_settings={"eta_noise_seed_delta": 31337}))
+    assert "ENSD" not in plain.infotexts[0] and "ENSD: 31337" in shifted.infotexts[0]
+    assert (plain.latents[0] - shifted.latents[0]).abs().max().item() > 1e-3
+    euler = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77, sampler_name="Euler",
+                                              override_settings={"eta_noise_seed_delta": 31337}))
+    assert "ENSD" not in euler.infotexts[0]  # a deterministic sampler draws no step noise
 
 
 def test_random_seed_is_fixed_and_reported(sd1_model):
