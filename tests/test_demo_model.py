@@ -59,11 +59,11 @@ def test_negative_prompt_red_lowers_the_red_of_a_red_circle(model):
 def test_emphasis_moves_the_colour_the_right_way_and_weight_1_is_a_no_op(model):
     """(red:1.5) is redder than [red] where red competes with another colour word.
 
-    "a red circle" alone already saturates redness (measured 169.5 for red,
-    168.1 for [red], 152.8 for (red:1.5), 80.5 for "a circle": the palette's
-    red is the ceiling), so the test weighs red against blue in one prompt.
-    Measured (8 images, seed 1): "a [red] blue circle" -55.7, "a red blue
-    circle" -5.7, "a (red:1.3) blue circle" +102.8, "a (red:1.5) blue circle" +140.3.
+    "a red circle" alone is near the palette's red ceiling (measured 146.9 for
+    red, 151.9 for [red], 182.6 for (red:1.5), 29.8 for "a circle"), so the
+    test weighs red against blue in one prompt. Measured (4 images, seed
+    4242): "a [red] blue circle" -37.6, "a red blue circle" -33.7,
+    "a (red:1.3) blue circle" +105.7, "a (red:1.5) blue circle" +111.1.
     """
     weak = _mean(judge.redness, generate(model, ["a [red] blue circle"] * N, seed=SEED))
     strong = _mean(judge.redness, generate(model, ["a (red:1.5) blue circle"] * N, seed=SEED))
@@ -99,4 +99,4 @@ def test_quality_floor_on_a_slice_of_the_evaluation_set(model):
     images = generate(model, prompts, seed=1000)
     results = [judge.judge(im, parse_prompt_meta(p)) for im, p in zip(images, prompts)]
     colour = np.mean([r["colour"] for r in results if "colour" in r])
-    assert colour >= 0.7, colour   # the shipped model scores 0.81 (13/16) on this slice (84% on the whole set)
+    assert colour >= 0.7, colour   # the shipped model scores 0.875 (14/16) on this slice (88% on the whole set)

@@ -12,9 +12,9 @@ interrupted one stopped. Checkpoints go to OUT/checkpoint.pt every few minutes.
 At the end the EMA weights are saved in diffusers format under OUT/final/ and
 exported to the original single-file layout (training/export_demo.py).
 
-Measured on 2 dedicated cores: 0.46 s per VAE step, 1.35 s per U-Net step, so
-the defaults take ~15 min there; more --unet-steps buy quality (3000 fit in
-~70 min). docs/demo-model.md has the shipped run's numbers.
+Measured on this 2-core machine (glibc malloc tuning on): about 0.33 s per VAE
+step and 0.98-1.36 s per U-Net step, so the defaults (1,200 + 4,400 steps)
+take 80-90 min. docs/demo-model.md has the shipped run's numbers.
 """
 from __future__ import annotations
 
