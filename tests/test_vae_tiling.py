@@ -91,3 +91,23 @@ def test_bad_tiling_values_are_refused_by_name(model):
         options.Options().set("vae_tiling", "Sometimes")
     with pytest.raises(ValueError, match="vae_tiling.*'sometimes'"):
         previews.decode_latents(model, latents(SMALL), "sometimes")
+
+
+def test_decode_turns_the_vae_channels_last_once_and_keeps_the_pixels():
+    import copy
+
+    vae = make_tiny_components("sd1")["vae"]
+    reference_vae = copy.deepcopy(vae)
+    fresh = SimpleNamespace(vae=vae, device=torch.device("cpu"), vae_scaling_factor=vae.config.scaling_factor)
+    z = latents(SMALL)
+    with torch.inference_mode():
+        reference = reference_vae.decode(z / fresh.vae_scaling_factor).sample
+    out = previews.decode_latents(fresh, z, "Off")
+    assert vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous() and (out - reference).abs().max().item() < 1e-5
+
+
+def test_an_offloaded_vae_keeps_its_weights_as_they_are():
+    vae = make_tiny_components("sd1")["vae"]
+    assert previews.use_channels_last(vae, offloaded=True) is False
+    assert not vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
