@@ -150,7 +150,7 @@ def upscale_latents(p, model, latents: torch.Tensor) -> torch.Tensor:
 def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> torch.Tensor:
     """Upscale one batch's latents and run the img2img pass over them; returns the final latents."""
     from modules import img2img, rng, sampling, unet_compile
-    from modules.processing import _preview_callback, _setting
+    from modules.processing import _preview_callback, _step_noise_generators
 
     init = upscale_latents(p, model, latents).to(model.device)
     batch = init.shape[0]
@@ -170,7 +170,7 @@ def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> t
     conditioning = job.batch(p.all_hr_prompts[window], p.all_hr_negative_prompts[window])
     request = sampling.SamplingRequest(
         noise=noise, cond=None, uncond=None, cfg_scale=float(p.cfg_scale), cond_at=conditioning, steps=p.steps,
-        generators=rng.generators(seeds, tuple(init.shape[1:]), _setting("eta_noise_seed_delta", 0)),
+        generators=_step_noise_generators(seeds, tuple(init.shape[1:])),
         eta=p.eta, init_latents=start, timesteps=timesteps,
     )
     img2img.add_inpainting_model_conditioning(p, model, request)

@@ -234,9 +234,19 @@ def _setting(name: str, default):
         return default
 
 
+def _eta_noise_seed_delta() -> int:
+    """A1111's ENSD setting; 0 when it is unset."""
+    return int(_setting("eta_noise_seed_delta", 0) or 0)
+
+
+def _step_noise_generators(seeds, noise_shape) -> list:
+    """Per-image generators for the noise stochastic samplers add at each step, ENSD applied."""
+    return rng.generators(seeds, noise_shape, _eta_noise_seed_delta())
+
+
 def _ensd_for_infotext(sampler):
     """ENSD goes into infotext only where it changes the image: a stochastic sampler with a non-zero delta."""
-    delta = int(_setting("eta_noise_seed_delta", 0) or 0)
+    delta = _eta_noise_seed_delta()
     return delta if delta and sampler.stochastic else None
 
 
@@ -432,7 +442,7 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
         scheduler.set_timesteps(p.steps, device=model.device)
         request = sampling.SamplingRequest(
             noise=noise, cond=None, uncond=None, cfg_scale=float(p.cfg_scale), cond_at=conditioning, steps=p.steps,
-            generators=rng.generators(seeds, latent_shape, _setting("eta_noise_seed_delta", 0)), eta=p.eta,
+            generators=_step_noise_generators(seeds, latent_shape), eta=p.eta,
         )
         p.before_sampling(model, scheduler, request, state, first)
         latents = sampling.sample(unet_compile.for_model(model), scheduler, request, model.device, model.dtype,

@@ -4,12 +4,12 @@
     venv/bin/python -m training.train_lora --steps 20 --ckpt path/to/model.safetensors --out /tmp/x.safetensors
 
 Measured on the shipped demo model (2026-11-26, 150 steps of 8 images, lr
-5e-3, 57 s on 2 CPU cores): blueness minus redness of the circle's pixels
-(training/judge.py) in "a large red circle" (4 images, seed 1, Euler a, 20
-steps, CFG 7) is -255.7 without the tag, -47.3 with
-`<lora:red-to-blue:0.5>` and +285.1 with `<lora:red-to-blue:1>`; without the
-tag again it is back to -255.7 (the weights are restored after each job).
-Retrain it for each new demo
+5e-3, 43 s of training on 2 CPU cores): blueness minus redness of the
+circle's pixels (training/judge.py) in "a large red circle" (4 images, seed
+1, Euler a, 20 steps, CFG 7) is -193.0 without the tag, +63.0 with
+`<lora:red-to-blue:0.5>` and +243.7 with `<lora:red-to-blue:1>`; without the
+tag again it is the same (the weights are restored after each job; a test
+checks it). Retrain it for each new demo
 checkpoint: a LoRA only fits the weights it was trained on.
 
 What it proves: a LoRA trained outside the app, saved the way kohya's
