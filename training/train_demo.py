@@ -420,7 +420,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-full-batch-size", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=5400)
+    p.add_argument("--unet-steps", type=int, default=4700)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema-decay", type=float, default=0.995)
