@@ -7,6 +7,7 @@
     venv/bin/python -m benchmarks.bench_unet_variants bf16_freeze     # torch.compile with weight freezing
     venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc     # plain, glibc malloc keeping freed memory
     venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc_all # ... and blocks over 32 MiB from the heap too
+    venv/bin/python -m benchmarks.bench_unet_variants fp32_bf32       # fp32 tensors, matmuls/convs on bf16 units
     venv/bin/python -m benchmarks.bench_unet_variants vae_bf16        # SD1.5 VAE decode at 512 (any suffix above)
     (suffixes combine: bf16_freeze_malloc)
     (fp32_... the same in fp32)
@@ -59,6 +60,9 @@ def run(variant: str) -> None:
 
         malloc_tuning.keep_freed_memory(large_blocks_too="_malloc_all" in variant)
     dtype = torch.bfloat16 if "bf16" in variant else torch.float32
+    if "_bf32" in variant:   # the "fp32 matrix math: Reduced" setting (modules/devices.py)
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"
     torch.manual_seed(0)
     net, x, forward = (_vae_decoder if variant.startswith("vae_") else _unet)(dtype)
     if "_cl" in variant:

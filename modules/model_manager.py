@@ -105,6 +105,13 @@ class ModelManager:
             self._device_choice = self._choose_device()
         return self._device_choice
 
+    def device_settings_changed(self) -> None:
+        """Choose the device and precision again, and reload the loaded model in them (queued)."""
+        self._device_choice = None
+        if self.current is not None:
+            info = self.current.checkpoint
+            self.queue.submit(lambda job: (self.unload_now(), self.load_now(info))[1], label=f"reload {info.name}")
+
     # -- state -----------------------------------------------------------------
     def status_text(self) -> str:
         return self._status
@@ -142,6 +149,7 @@ class ModelManager:
         self._status = f"Loading {info.name}…"
         started = time.perf_counter()
         choice = self.device_choice
+        devices.apply_fp32_math(choice)
         # with --medvram/--lowvram the weights stay in CPU memory; hooks move parts to the GPU as they run
         load_device = choice.device if choice.offload == "none" else torch.device("cpu")
         try:

@@ -22,6 +22,7 @@ CORE_SETTINGS = [
     "show_progress_type",
     "live_previews_enable",
     "precision",
+    "fp32_math",
     "samples_save",
     "samples_format",
 ]
