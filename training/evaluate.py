@@ -183,12 +183,12 @@ def _pct(pair) -> str:
 
 
 def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: list[dict], seconds: float,
-                  model_path) -> str:
+                  model_path, device: str = "cpu fp32") -> str:
     attrs = ["colour", "shape", "position", "size", "background"]
     groups = ["all", "seen pairs", "held-out pairs"] + sorted({r["category"] for r in rows})
     lines = ["# Demo model evaluation", "",
              f"Model: `{Path(model_path).name}`. {len(rows)} prompts, one image each, generated through "
-             "`modules.processing.process_images` (Euler a, 20 steps, CFG 7, 64x64, seeds 1000+i), "
+             f"`modules.processing.process_images` (Euler a, 20 steps, CFG 7, 64x64, seeds 1000+i, {device}), "
              f"judged by `training/judge.py`. Wall time {seconds:.0f} s on this machine's shared CPUs. "
              "Regenerate with `venv/bin/python -m training.evaluate`.", "",
              "## Results", "",
@@ -229,19 +229,28 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts (quick look)")
     ap.add_argument("--report", default=str(REPORT), help="markdown output ('' to skip)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="the model's dtype, as the precision setting chooses it")
+    ap.add_argument("--fp32-math", choices=("Full", "Reduced"), default="Full",
+                    help="the fp32 matrix math setting (modules/devices.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from modules import cmd_args, devices
+
+    choice = devices.choose(cmd_args.parse_args(["--use-cpu", "all"], environ={}), args.precision, args.fp32_math)
+    devices.apply_fp32_math(choice)
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
     judge_clean = judge_accuracy_on_ground_truth(degrade=False)
     judge_degraded = judge_accuracy_on_ground_truth(degrade=True)
-    model = load_demo_model(args.model)
+    model = load_demo_model(args.model, choice.dtype)
     started = time.time()
     rows = evaluate(model, prompts)
     seconds = time.time() - started
     summary = summarize(rows)
-    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model)
+    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
+                           choice.describe().split(" (VAE")[0] + ("" if args.fp32_math == "Full" else ", fp32 math reduced"))
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)
