@@ -37,13 +37,12 @@ def build_state(cmd_opts):
     def choose_device():
         from modules import devices
 
-        choice = devices.choose(cmd_opts, getattr(opts, "precision", "fp32"), getattr(opts, "fp32_math", "Full"))
+        choice = devices.choose(cmd_opts, getattr(opts, "precision", "fp32"))
         log.info("device: %s", choice.describe())
         return choice
 
     models = model_manager.ModelManager(queue, paths, opts, choose_device, extra_checkpoints=[cmd_opts.ckpt])
-    for key in ("precision", "fp32_math"):   # a changed precision reloads the model in it
-        opts.onchange(key, models.device_settings_changed, call=False)
+    opts.onchange("precision", models.device_settings_changed, call=False)   # reload the model in the new precision
     shared.init(cmd_opts=cmd_opts, opts=opts, paths=paths, queue=queue, models=models)
     return shared
 

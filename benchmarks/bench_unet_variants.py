@@ -60,7 +60,7 @@ def run(variant: str) -> None:
 
         malloc_tuning.keep_freed_memory(large_blocks_too="_malloc_all" in variant)
     dtype = torch.bfloat16 if "bf16" in variant else torch.float32
-    if "_bf32" in variant:   # the "fp32 matrix math: Reduced" setting (modules/devices.py)
+    if "_bf32" in variant:   # oneDNN runs fp32 matmuls/convs on bf16 units (measured: no gain, benchmarks/README.md)
         torch.backends.mkldnn.matmul.fp32_precision = "bf16"
         torch.backends.mkldnn.conv.fp32_precision = "bf16"
     torch.manual_seed(0)

@@ -149,7 +149,6 @@ class ModelManager:
         self._status = f"Loading {info.name}…"
         started = time.perf_counter()
         choice = self.device_choice
-        devices.apply_fp32_math(choice)
         # with --medvram/--lowvram the weights stay in CPU memory; hooks move parts to the GPU as they run
         load_device = choice.device if choice.offload == "none" else torch.device("cpu")
         try:

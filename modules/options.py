@@ -365,11 +365,7 @@ def default_options():
             1, "Clip skip", component_args={"minimum": 1, "maximum": 12, "step": 1}, infotext="Clip skip"),
         "precision": OptionInfo(
             "fp32", "Compute precision on CPU", component_args={"choices": ["fp32", "bf16"]}).info(
-            "bf16 is faster on CPUs with bf16 support, slightly less exact; applies at the next model load"),
-        "fp32_math": OptionInfo(
-            "Full", "fp32 matrix math", component_args={"choices": ["Full", "Reduced"]}).info(
-            "Reduced: fp32 matrix products and convolutions use bf16 units on CPUs that have them "
-            "(TF32 on NVIDIA GPUs); faster, slightly less exact; applies at the next model load"),
+            "bf16 is faster on CPUs with bf16 support, slightly less exact; changing it reloads the model"),
         "unet_compile": OptionInfo(
             "Off", "Compile the U-Net (torch.compile)",
             component_args={"choices": ["Off", "Inductor", "Inductor + frozen weights"]}).info(

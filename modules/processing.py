@@ -390,11 +390,12 @@ def _apply_overrides(overrides: dict):
         if key == "sd_model_checkpoint":
             continue  # switching model is a job of its own (model_manager); handled by the caller
         saved[key] = getattr(shared.opts, key)
-        shared.opts.set(key, value)
+        # as A1111: a per-job override runs no onchange callback (a precision override must not queue reloads)
+        shared.opts.set(key, value, run_callbacks=False)
 
     def restore():
         for key, value in saved.items():
-            shared.opts.set(key, value)
+            shared.opts.set(key, value, run_callbacks=False)
 
     return restore
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modules import cmd_args, devices as devices_module, jobs, model_manager, options, paths as paths_module, processing
+from modules import cmd_args, jobs, model_manager, options, paths as paths_module, processing
 from modules.checkpoint_export import vae_to_original
 from tests.factories import make_tiny_checkpoint, make_tiny_components
 
@@ -131,8 +131,7 @@ def test_changing_the_precision_setting_reloads_the_model_in_it(tmp_path):
     opts, queue = options.Options(), jobs.JobQueue()
     flags = cmd_args.parse_args(["--use-cpu", "all"], environ={})
     manager = model_manager.ModelManager(queue, paths, opts, lambda: devices.choose(flags, opts.precision))
-    for key in ("precision", "fp32_math"):   # as app.build_state wires it
-        opts.onchange(key, manager.device_settings_changed, call=False)
+    opts.onchange("precision", manager.device_settings_changed, call=False)   # as app.build_state wires it
     try:
         assert wait(manager.request_load("alpha")).unet.dtype == torch.float32
         opts.set("precision", "bf16")
@@ -142,32 +141,3 @@ def test_changing_the_precision_setting_reloads_the_model_in_it(tmp_path):
     finally:
         queue.shutdown()
 
-
-@pytest.mark.skipif(not devices_module._cpu_has_bf16(), reason="this CPU has no bf16 support in oneDNN")
-def test_reduced_fp32_math_runs_fp32_products_on_bf16_units_and_full_restores_ieee():
-    from modules import devices
-
-    flags = cmd_args.parse_args(["--use-cpu", "all"], environ={})
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(64, 256, generator=gen), torch.randn(256, 64, generator=gen)
-    exact = a.double() @ b.double()
-    reduced = devices.choose(flags, "fp32", "Reduced")
-    assert reduced.dtype == torch.float32 and "fp32 math reduced" in reduced.describe()
-    try:
-        devices.apply_fp32_math(reduced)
-        approx = a @ b
-        devices.apply_fp32_math(devices.choose(flags, "fp32", "Full"))
-        ieee = a @ b
-    finally:
-        devices.apply_fp32_math(devices.choose(flags, "fp32", "Full"))
-    assert approx.dtype == torch.float32
-    assert (ieee.double() - exact).abs().max() < 1e-3           # IEEE fp32
-    assert (approx.double() - exact).abs().max() > 1e-2         # bf16 inputs: about 3 significant digits
-    assert (approx.double() - exact).abs().max() < 0.05 * exact.abs().max()
-
-
-def test_reduced_fp32_math_is_refused_on_cpus_without_bf16(monkeypatch):
-    from modules import devices
-
-    monkeypatch.setattr(devices, "_cpu_has_bf16", lambda: False)
-    assert devices.choose(cmd_args.parse_args(["--use-cpu", "all"], environ={}), "fp32", "Reduced").fp32_math == "Full"

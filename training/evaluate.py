@@ -231,14 +231,11 @@ def main(argv=None):
     ap.add_argument("--report", default=str(REPORT), help="markdown output ('' to skip)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="the model's dtype, as the precision setting chooses it")
-    ap.add_argument("--fp32-math", choices=("Full", "Reduced"), default="Full",
-                    help="the fp32 matrix math setting (modules/devices.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from modules import cmd_args, devices
 
-    choice = devices.choose(cmd_args.parse_args(["--use-cpu", "all"], environ={}), args.precision, args.fp32_math)
-    devices.apply_fp32_math(choice)
+    choice = devices.choose(cmd_args.parse_args(["--use-cpu", "all"], environ={}), args.precision)
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
@@ -250,7 +247,7 @@ def main(argv=None):
     seconds = time.time() - started
     summary = summarize(rows)
     report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
-                           choice.describe().split(" (VAE")[0] + ("" if args.fp32_math == "Full" else ", fp32 math reduced"))
+                           choice.describe().split(" (VAE")[0])
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)

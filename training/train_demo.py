@@ -348,13 +348,6 @@ def run(args):
     # ---- phase 2: U-Net + text encoder
     if state["phase"] == "unet":
         unet.train(); text_encoder.train()
-        # torch.compile (inductor) fuses the small convolutions' elementwise work:
-        # measured 0.78 s vs 1.08 s a step on 2 cores, for about 4 minutes of
-        # compiling before the first step (counted in the wall time). The wrapper
-        # shares the U-Net's parameters, so the optimizer, EMA and save see one model.
-        step_unet = torch.compile(unet) if args.compile else unet
-        if args.compile:
-            print("compiling the U-Net training step (a few minutes on 2 cores, once per run or resume)", flush=True)
         bar = tqdm(total=args.unet_steps, initial=state["step"], desc="unet", mininterval=10,
                    file=sys.stdout, dynamic_ncols=False, ncols=100)
         smooth = None
@@ -362,7 +355,7 @@ def run(args):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
-            loss, raw = unet_step(step_unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args)
+            loss, raw = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(te_unet_params, 1.0)
@@ -420,20 +413,18 @@ def parse_args(argv=None):
     p.add_argument("--vae-full-batch-size", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=4700)
+    p.add_argument("--unet-steps", type=int, default=4400)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
-    p.add_argument("--high-noise-share", type=float, default=0.3,
+    p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
     p.add_argument("--export", default=str(REPO / "models" / "Stable-diffusion" / "easel-demo.safetensors"),
                    help="single-file output; '' skips the export and leaves configs/easel-demo untouched")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="torch.compile the U-Net for training (1.4x faster steps on CPU after ~4 min)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--measure-seconds", type=float, default=0.0,
                    help="throughput probe: stop phase 2 after this many seconds, no export")

@@ -22,7 +22,6 @@ CORE_SETTINGS = [
     "show_progress_type",
     "live_previews_enable",
     "precision",
-    "fp32_math",
     "samples_save",
     "samples_format",
 ]
