@@ -110,7 +110,7 @@ class ModelManager:
         self._device_choice = None
         if self.current is not None:
             info = self.current.checkpoint
-            self.queue.submit(lambda job: (self.unload_now(), self.load_now(info))[1], label=f"reload {info.name}")
+            self.queue.submit(lambda job: self.reload_now(info), label=f"reload {info.name}")
 
     # -- state -----------------------------------------------------------------
     def status_text(self) -> str:
@@ -169,6 +169,11 @@ class ModelManager:
             callback(model)
         return model
 
+    def reload_now(self, info):
+        """Load `info` afresh even if it is the loaded file (load_now would keep the loaded model as it is)."""
+        self.unload_now()
+        return self.load_now(info)
+
     def load_vae_now(self, name: str):
         """Apply a VAE file from the VAE folder, or go back to the checkpoint's own ("Automatic"/"None")."""
         from modules import sd_vae
@@ -178,9 +183,7 @@ class ModelManager:
         if name in ("Automatic", "None", None, ""):
             self.opts.set("sd_vae", name or "Automatic")
             if getattr(self.current, "vae_path", None):   # an external VAE is in place: reload the checkpoint's own
-                info = self.current.checkpoint
-                self.unload_now()
-                self.load_now(info)
+                self.reload_now(self.current.checkpoint)
             return name
         vae = next((v for v in sd_vae.list_vaes([self.paths.vae_dir]) if v.name == name), None)
         if vae is None:

@@ -123,7 +123,7 @@ def test_default_checkpoint_prefers_ckpt_dir_over_the_shipped_demo(tmp_path):
 
 
 def test_changing_the_precision_setting_reloads_the_model_in_it(tmp_path):
-    """The precision settings apply to the loaded model (after a queued reload), not only after a restart."""
+    """The precision setting applies to the loaded model (after a queued reload), not only after a restart."""
     from modules import devices
 
     make_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion", "sd1", name="alpha", seed=1)
@@ -140,4 +140,3 @@ def test_changing_the_precision_setting_reloads_the_model_in_it(tmp_path):
         assert manager.device_choice.dtype == torch.bfloat16
     finally:
         queue.shutdown()
-

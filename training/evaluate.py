@@ -233,21 +233,17 @@ def main(argv=None):
                     help="the model's dtype, as the precision setting chooses it")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from modules import cmd_args, devices
-
-    choice = devices.choose(cmd_args.parse_args(["--use-cpu", "all"], environ={}), args.precision)
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
     judge_clean = judge_accuracy_on_ground_truth(degrade=False)
     judge_degraded = judge_accuracy_on_ground_truth(degrade=True)
-    model = load_demo_model(args.model, choice.dtype)
+    model = load_demo_model(args.model, {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision])
     started = time.time()
     rows = evaluate(model, prompts)
     seconds = time.time() - started
     summary = summarize(rows)
-    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
-                           choice.describe().split(" (VAE")[0])
+    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model, f"cpu {args.precision}")
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)
