@@ -76,6 +76,25 @@ def test_ensd_reseeds_the_step_noise_of_ancestral_samplers_and_is_recorded(sd1_m
     assert "ENSD" not in euler.infotexts[0]  # a deterministic sampler draws no step noise
 
 
+def test_override_settings_apply_for_the_job_without_onchange_callbacks(sd1_model, monkeypatch):
+    """As A1111: an override such as precision must not queue model reloads (the app reloads on its onchange)."""
+    from modules import shared
+    from modules.options import Options
+
+    opts = Options()
+    calls = []
+    opts.onchange("precision", lambda: calls.append(opts.precision), call=False)
+    monkeypatch.setattr(shared, "opts", opts)
+    seen = []
+    p = txt2img(sd1_model, prompt="a cat", seed=1, steps=1, override_settings={"precision": "bf16"})
+    monkeypatch.setattr(p, "before_sampling", lambda *args: seen.append(shared.opts.precision))
+    processing.process_images(p)
+    assert seen == ["bf16"]                          # in force during the job
+    assert opts.precision == "fp32" and calls == []  # restored afterwards, and no callback either way
+    opts.set("precision", "bf16")
+    assert calls == ["bf16"]                         # a real change still runs it
+
+
 def test_random_seed_is_fixed_and_reported(sd1_model):
     result = processing.process_images(txt2img(sd1_model, prompt="x", seed=-1, n_iter=2, steps=1))
     assert 0 <= result.seed < 4294967294
