@@ -15,7 +15,8 @@ or the diffusers folder name):
 
 * ``NAME.json``: ``{"family": "<family id>"}``, e.g. ``{"family": "sd2-v"}``.
   Optional ``"prediction_type": "epsilon" | "v_prediction"`` overrides only the
-  prediction type of the chosen family. Unknown ids/values raise ValueError.
+  prediction type of the chosen family, optional ``"zero_terminal_snr": true``
+  its noise schedule. Unknown ids/values raise ValueError.
 * ``NAME.yaml``: an original LDM/SGM inference config, as A1111 reads it. Used
   fields: ``model.target`` (``sgm...DiffusionEngine`` = SDXL),
   ``model.params.cond_stage_config.target`` (``FrozenCLIPEmbedder`` = SD1,
@@ -26,6 +27,10 @@ or the diffusers folder name):
 v-prediction cannot be seen in the weights. A ``v_pred`` key in the state dict
 (the marker ComfyUI writes into saved v-prediction checkpoints) selects it;
 otherwise an override file does; otherwise the epsilon family is chosen.
+Zero terminal SNR (a model trained on a schedule whose last step is pure
+noise) is marked the same way, by a ``ztsnr`` key (ComfyUI's marker), by
+``"zero_terminal_snr": true`` in NAME.json, or by ``rescale_betas_zero_snr`` in
+a diffusers folder's scheduler config; modules/noise_schedule.py applies it.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ OPEN_CLIP_TOKENS = "cond_stage_model.model.token_embedding.weight"
 SDXL_CLIP_L_TOKENS = "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"
 SDXL_OPEN_CLIP_TOKENS = "conditioner.embedders.1.model.token_embedding.weight"
 V_PRED_MARKER = "v_pred"
+ZTSNR_MARKER = "ztsnr"
 DEMO_TEXT_WIDTH = 128  # the shipped demo model's text encoder width (configs/easel-demo/text_encoder)
 
 SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -107,6 +113,7 @@ class ModelFamily:
     latent_channels: int
     vae_scale_factor: int       # spatial downscale of the VAE
     prediction_type: str        # "epsilon" | "v_prediction"
+    zero_terminal_snr: bool     # trained on a schedule rescaled so its last step is pure noise
     conditioning: str           # "clip" (one encoder) | "sdxl" (two encoders, pooled, time ids)
     inpainting: bool            # U-Net takes 9 channels (latent + mask + masked latent)
     latent_rgb_factors: tuple   # 4x3 latent -> RGB preview matrix
@@ -122,7 +129,8 @@ class ModelFamily:
 
 
 def _family(**kw) -> ModelFamily:
-    defaults = dict(latent_channels=4, vae_scale_factor=8, prediction_type="epsilon", conditioning="clip",
+    defaults = dict(latent_channels=4, vae_scale_factor=8, prediction_type="epsilon", zero_terminal_snr=False,
+                    conditioning="clip",
                     inpainting=False, latent_rgb_factors=SD_LATENT_RGB)
     return ModelFamily(**{**defaults, **kw})
 
@@ -178,6 +186,8 @@ def detect_family(shapes: Mapping[str, Sequence[int]]) -> ModelFamily:
             if V_PRED_MARKER in shapes and family.prediction_type == "epsilon":
                 # A v_pred marker on a family without its own v row (e.g. SDXL v-pred fine-tunes).
                 family = dataclasses.replace(family, prediction_type="v_prediction")
+            if ZTSNR_MARKER in shapes:
+                family = dataclasses.replace(family, zero_terminal_snr=True)
             return family
     looked_for = "\n".join(f"  {f.id}: needs {'; '.join(map(str, f.rules))} -- failed on: {f.first_failed_rule(shapes)}"
                            for f in FAMILIES)
@@ -230,6 +240,11 @@ def _family_from_json(path: str) -> ModelFamily:
         if prediction not in PREDICTION_TYPES:
             raise ValueError(f"{path}: prediction_type {prediction!r} is not one of {PREDICTION_TYPES}")
         family = dataclasses.replace(family, prediction_type=prediction)
+    zero_terminal_snr = data.get("zero_terminal_snr")
+    if zero_terminal_snr is not None:
+        if not isinstance(zero_terminal_snr, bool):
+            raise ValueError(f"{path}: zero_terminal_snr must be true or false, not {zero_terminal_snr!r}")
+        family = dataclasses.replace(family, zero_terminal_snr=zero_terminal_snr)
     return family
 
 

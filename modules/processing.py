@@ -440,7 +440,7 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
         conditioning = _conditioning(job, p.prompts, p.negative_prompts)
         noise = rng.batch_noise(latent_shape, seeds, subseeds, p.subseed_strength, resize_from)
         scheduler = samplers.create_scheduler(sampler.name, schedule.id, model.scheduler_config, p.steps, seeds=seeds)
-        scheduler.set_timesteps(p.steps, device=model.device)
+        samplers.set_full_schedule(scheduler, p.steps, device=model.device)
         request = sampling.SamplingRequest(
             noise=noise, cond=None, uncond=None, cfg_scale=float(p.cfg_scale), cond_at=conditioning, steps=p.steps,
             generators=_step_noise_generators(seeds, latent_shape), eta=p.eta,

@@ -263,6 +263,18 @@ def create_scheduler(sampler_name, schedule, scheduler_config: dict, steps: int,
     return sampler.cls.from_config(dict(scheduler_config), **options)
 
 
+def set_full_schedule(scheduler, steps: int, device=None):
+    """set_timesteps() for sampling from pure noise, starting at the first timestep.
+
+    Without a begin index, diffusers finds the starting step by looking up the
+    first timestep, and takes its second occurrence when it repeats (meant for
+    img2img). DPM2 on a zero-terminal-SNR schedule repeats t=999, so it would
+    skip two steps and run past its end into NaN."""
+    scheduler.set_timesteps(steps, device=device)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+
+
 def step_accepts_generator(scheduler) -> bool:
     """Whether scheduler.step() takes a `generator` (stochastic samplers draw their noise from it)."""
     return "generator" in inspect.signature(scheduler.step).parameters

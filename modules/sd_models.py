@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from modules import model_families
+from modules import model_families, noise_schedule
 from modules.model_families import ModelFamily
 
 log = logging.getLogger(__name__)
@@ -329,8 +329,13 @@ def load_tokenizer(pad_token: str):
 
 
 def scheduler_config_for(family: ModelFamily) -> dict:
+    """The family's scheduler config with the checkpoint's prediction type and, for a
+    zero-terminal-SNR model, the rescaled schedule as explicit betas (every sampler honours those)."""
     config = {k: v for k, v in read_config(family, "scheduler").items() if not k.startswith("_")}
     config["prediction_type"] = family.prediction_type
+    config.pop("rescale_betas_zero_snr", None)
+    if family.zero_terminal_snr:
+        config = noise_schedule.with_zero_terminal_snr(config)
     return config
 
 
@@ -491,8 +496,11 @@ def diffusers_folder_shapes(folder: str) -> dict:
     state = checkpoint_export.original_state_dict(unet, vae, text_encoder, text_encoder_2)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     scheduler_path = os.path.join(folder, "scheduler", "scheduler_config.json")
-    if os.path.isfile(scheduler_path) and load_json("scheduler", "scheduler_config.json").get("prediction_type") == "v_prediction":
+    scheduler = load_json("scheduler", "scheduler_config.json") if os.path.isfile(scheduler_path) else {}
+    if scheduler.get("prediction_type") == "v_prediction":
         shapes[model_families.V_PRED_MARKER] = (0,)
+    if scheduler.get("rescale_betas_zero_snr"):
+        shapes[model_families.ZTSNR_MARKER] = (0,)
     return shapes
 
 

@@ -1,7 +1,8 @@
 """The demo model's training recipe: timestep sampling is reproducible and leans on high noise as documented."""
+import pytest
 import torch
 
-from training.train_demo import sample_timesteps
+from training.train_demo import diffusion_target, loss_weight, sample_timesteps, training_alphas_cumprod
 
 
 def test_timesteps_are_a_function_of_the_generator_seed():
@@ -17,3 +18,21 @@ def test_high_noise_share_moves_timesteps_into_the_high_range_and_keeps_the_full
     assert abs(float((t >= 600).float().mean()) - 0.64) < 0.02
     plain = sample_timesteps(20_000, torch.Generator().manual_seed(0), 0.0, 600)
     assert abs(float((plain >= 600).float().mean()) - 0.40) < 0.02
+
+
+def test_v_prediction_weights_keep_the_pure_noise_steps_training():
+    """Min-SNR alone gives zero weight at zero SNR, where only the caption can decide the layout."""
+    alphas = training_alphas_cumprod(zero_terminal_snr=True)
+    snr = alphas / (1 - alphas)
+    weights = loss_weight(snr, "v_prediction", 5.0)
+    x0_weights = weights * (snr + 1)  # v-loss = (SNR + 1) x0-loss
+    assert x0_weights[999].item() == pytest.approx(1.0) and x0_weights[0].item() == pytest.approx(5.0)
+    assert bool((x0_weights >= 1.0 - 1e-6).all() and (x0_weights <= 5.0 + 1e-6).all())
+
+
+def test_v_target_at_pure_noise_is_the_negated_image():
+    alphas = training_alphas_cumprod(zero_terminal_snr=True)
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    v = diffusion_target(latents, noise, alphas[999].view(1, 1, 1, 1), "v_prediction")
+    assert torch.allclose(v, -latents, atol=1e-3)
+    assert torch.equal(diffusion_target(latents, noise, alphas[999], "epsilon"), noise)

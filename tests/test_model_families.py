@@ -51,6 +51,13 @@ def test_v_pred_marker_on_a_family_without_a_v_row_switches_prediction(all_shape
     assert (family.id, family.prediction_type) == ("sdxl", "v_prediction")
 
 
+def test_ztsnr_marker_sets_zero_terminal_snr_on_any_family(all_shapes):
+    assert not detect_family(all_shapes["easel-demo"]).zero_terminal_snr
+    family = detect_family(dict(all_shapes["easel-demo"], v_pred=(0,), ztsnr=(0,)))  # ComfyUI's markers
+    assert (family.id, family.prediction_type, family.zero_terminal_snr) == ("easel-demo", "v_prediction", True)
+    assert detect_family(dict(all_shapes["sdxl"], v_pred=(0,), ztsnr=(0,))).zero_terminal_snr
+
+
 def test_unknown_state_dict_error_lists_what_was_looked_for():
     with pytest.raises(UnknownModelError) as err:
         detect_family({"some.other.model.weight": (3, 3)})
@@ -69,6 +76,11 @@ def test_json_override_beside_a_checkpoint(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"family": "sdxl", "prediction_type": "v_prediction"}))
     family = family_from_override(str(ckpt))
     assert (family.id, family.prediction_type) == ("sdxl", "v_prediction")
+    (tmp_path / "model.json").write_text(json.dumps({"family": "sdxl", "zero_terminal_snr": True}))
+    assert family_from_override(str(ckpt)).zero_terminal_snr
+    (tmp_path / "model.json").write_text(json.dumps({"family": "sdxl", "zero_terminal_snr": "yes"}))
+    with pytest.raises(ValueError, match="zero_terminal_snr must be true or false"):
+        family_from_override(str(ckpt))
     (tmp_path / "model.json").write_text(json.dumps({"family": "sd3"}))
     with pytest.raises(ValueError, match="unknown model family 'sd3'"):
         family_from_override(str(ckpt))

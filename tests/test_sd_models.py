@@ -167,6 +167,28 @@ def test_yaml_override_makes_an_sd2_checkpoint_v_prediction(tmp_path):
     assert model.family.id == "sd2-v" and model.scheduler_config["prediction_type"] == "v_prediction"
 
 
+def test_zero_terminal_snr_marker_gives_every_sampler_the_rescaled_schedule(tmp_path):
+    parts = make_tiny_components("sd1")
+    path = tmp_path / "ztsnr.safetensors"
+    export_original_checkpoint(parts["unet"], parts["vae"], parts["text_encoder"], path,
+                               extra_keys={"v_pred": torch.tensor([]), "ztsnr": torch.tensor([])})
+    model = sd_models.load_model(path)
+    assert model.family.zero_terminal_snr and model.scheduler_config["prediction_type"] == "v_prediction"
+    betas = torch.tensor(model.scheduler_config["trained_betas"], dtype=torch.float64)
+    assert torch.cumprod(1 - betas, 0)[-1].item() == pytest.approx(2.0 ** -24, rel=1e-6)
+    plain = sd_models.load_model(make_tiny_checkpoint(tmp_path, "sd1")).scheduler_config
+    assert plain.get("trained_betas") is None
+
+
+def test_diffusers_folder_with_rescaled_scheduler_is_zero_terminal_snr(tmp_path):
+    folder = make_tiny_checkpoint(tmp_path, "sd1", fmt="diffusers")
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "rescale_betas_zero_snr": True}))
+    model = sd_models.load_model(folder)
+    assert model.family.zero_terminal_snr and "rescale_betas_zero_snr" not in model.scheduler_config
+
+
 def test_ckpt_with_state_dict_nesting_and_extra_entries_loads(tmp_path):
     flat = torch.load(make_tiny_checkpoint(tmp_path, "sd1", fmt="ckpt"), weights_only=True)
     nested = tmp_path / "nested.ckpt"

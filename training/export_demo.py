@@ -13,6 +13,7 @@ code that loads third-party checkpoints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def export(final_dir, path) -> Path:
     vae = AutoencoderKL.from_pretrained(final_dir / "vae")
     text_encoder = CLIPTextModel.from_pretrained(final_dir / "text_encoder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    export_original_checkpoint(unet, vae, text_encoder, path, dtype=torch.float16)
+    export_original_checkpoint(unet, vae, text_encoder, path, dtype=torch.float16, extra_keys=schedule_markers(final_dir))
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise ValueError(f"{path} is {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit for the shipped demo")
@@ -43,10 +44,26 @@ def export(final_dir, path) -> Path:
     return path
 
 
+def schedule_markers(final_dir: Path) -> dict:
+    """ComfyUI's marker keys for what the run trained: `v_pred` for v-prediction, `ztsnr` for a
+    zero-terminal-SNR schedule. Easel's family detection reads them, as ComfyUI's does."""
+    from modules.model_families import V_PRED_MARKER, ZTSNR_MARKER
+    from training.train_demo import SCHEDULE_FILE
+
+    path = final_dir / SCHEDULE_FILE
+    schedule = json.loads(path.read_text()) if path.is_file() else {}  # runs before the file: epsilon, SD1 schedule
+    markers = {}
+    if schedule.get("prediction_type") == "v_prediction":
+        markers[V_PRED_MARKER] = torch.tensor([])
+    if schedule.get("zero_terminal_snr"):
+        markers[ZTSNR_MARKER] = torch.tensor([])
+    return markers
+
+
 def final_from_checkpoint(checkpoint_path, final_dir) -> dict:
     """Write diffusers folders from a training checkpoint's EMA weights (for a run stopped
     before its last step). Returns the checkpoint's training state (phase, step, ...)."""
-    from training.train_demo import EMA, build_models
+    from training.train_demo import EMA, build_models, write_schedule
 
     ck = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
     if ck["state"]["phase"] == "vae":
@@ -60,6 +77,7 @@ def final_from_checkpoint(checkpoint_path, final_dir) -> dict:
     final_dir = Path(final_dir)
     unet.save_pretrained(final_dir / "unet"); vae.save_pretrained(final_dir / "vae")
     text_encoder.save_pretrained(final_dir / "text_encoder")
+    write_schedule(final_dir, ck["args"].get("prediction", "epsilon"), ck["args"].get("zero_terminal_snr", False))
     return ck["state"]
 
 

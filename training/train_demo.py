@@ -96,9 +96,39 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 # ---------------------------------------------------------------- schedule helpers
 
-def sd1_alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, 0).float()
+def training_alphas_cumprod(zero_terminal_snr: bool) -> torch.Tensor:
+    """Signal levels of the family's schedule (configs/easel-demo/scheduler), the same
+    ones Easel samples with: rescaled to zero terminal SNR when the model is trained so."""
+    from modules import noise_schedule
+
+    config = json.loads((CONFIG_DIR / "scheduler" / "scheduler_config.json").read_text())
+    if zero_terminal_snr:
+        return noise_schedule.zero_terminal_snr_alphas_cumprod(config).float()
+    return torch.cumprod(1.0 - noise_schedule.base_betas(config), 0).float()
+
+
+def diffusion_target(latents, noise, alphas_cumprod_t, prediction: str) -> torch.Tensor:
+    """What the U-Net learns to output for noisy = sqrt(a) latents + sqrt(1 - a) noise."""
+    if prediction == "v_prediction":
+        return alphas_cumprod_t.sqrt() * noise - (1 - alphas_cumprod_t).sqrt() * latents
+    if prediction == "epsilon":
+        return noise
+    raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', not {prediction!r}")
+
+
+def loss_weight(snr: torch.Tensor, prediction: str, gamma: float) -> torch.Tensor:
+    """Per-sample weights that give every timestep the x0-error weight clamp(SNR, floor, gamma).
+
+    Min-SNR (x0 weight min(SNR, gamma)) keeps the easy low-noise steps from
+    dominating. With zero terminal SNR it would also give the last, pure-noise
+    steps a weight of zero, and those are exactly where the caption alone has
+    to decide the layout (where the object goes, the background colour): so
+    v-prediction floors the x0 weight at 1, as plain v-prediction loss has it.
+    The epsilon loss keeps the shipped model's Min-SNR (no floor).
+    """
+    if prediction == "v_prediction":
+        return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)  # v-loss = (SNR + 1) x0-loss
+    return torch.clamp(snr, max=gamma) / snr  # epsilon-loss = SNR x0-loss
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -216,13 +246,13 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     alphas = alphas.to(_DEVICE)
     a = alphas[t].view(b, 1, 1, 1)
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    target = diffusion_target(latents, noise, a, args.prediction)
     with _autocast():
         cond = encode_text(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample.float()
     snr = alphas[t] / (1 - alphas[t])
-    weight = torch.clamp(snr, max=args.min_snr_gamma) / snr  # Min-SNR for epsilon
-    per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-    return (per * weight).mean(), per.mean()
+    per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+    return (per * loss_weight(snr, args.prediction, args.min_snr_gamma)).mean(), per.mean()
 
 
 # ---------------------------------------------------------------- checkpointing
@@ -233,12 +263,53 @@ def save_checkpoint(path: Path, state: dict):
     os.replace(tmp, path)
 
 
+SCHEDULE_FILE = "schedule.json"
+
+
+def write_schedule(final: Path, prediction: str, zero_terminal_snr: bool):
+    """What the U-Net was trained to predict, on which schedule: the export marks the checkpoint with it."""
+    (final / SCHEDULE_FILE).write_text(json.dumps(
+        {"prediction_type": prediction, "zero_terminal_snr": zero_terminal_snr}, indent=2) + "\n")
+
+
 def write_scaling_factor(value: float):
     """Record the measured latent scale in the family config (loading uses it)."""
     path = CONFIG_DIR / "vae" / "config.json"
     cfg = json.loads(path.read_text())
     cfg["scaling_factor"] = round(float(value), 5)
     path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+VAE_RECIPE = ("seed", "vae_steps", "vae_batch_size", "vae_crop", "vae_full_steps", "vae_full_batch_size",
+              "vae_lr", "kl_weight")
+
+
+def reuse_vae(args, checkpoint_path: Path, vae, opt_vae) -> dict:
+    """Start phase 2 from the frozen VAE of an earlier run with the same VAE recipe.
+
+    Phase 1 depends only on the seed and the VAE arguments, so its result is the
+    one this run would compute. The training state records the earlier run's
+    VAE time, so the summary's wall time still counts the whole recipe."""
+    ck = torch.load(checkpoint_path, weights_only=False, map_location=_DEVICE)
+    differ = [k for k in VAE_RECIPE if ck["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise ValueError(f"{checkpoint_path} used a different VAE recipe ({', '.join(differ)}); cannot reuse its VAE")
+    if ck["state"]["phase"] == "vae":
+        raise ValueError(f"{checkpoint_path} has not finished its VAE phase")
+    vae.load_state_dict(ck["vae"]); opt_vae.load_state_dict(ck["opt_vae"])
+    vae_seconds = ck["state"].get("vae_seconds") or _vae_seconds_from_log(checkpoint_path.parent / "losses.csv")
+    print(f"reusing the VAE of {checkpoint_path} (phase 1 took {vae_seconds:.0f} s there)", flush=True)
+    return {"phase": "unet", "step": 0, "elapsed": vae_seconds, "vae_seconds": vae_seconds,
+            "scaling_factor": ck["state"]["scaling_factor"], "vae_rec_l1": ck["state"]["vae_rec_l1"],
+            "vae_from": str(checkpoint_path)}
+
+
+def _vae_seconds_from_log(losses_csv: Path) -> float:
+    """The elapsed time of the last VAE row of a run's losses.csv (older checkpoints lack vae_seconds)."""
+    rows = [row for row in csv.reader(open(losses_csv)) if row and row[0] == "vae"]
+    if not rows:
+        raise ValueError(f"{losses_csv} has no VAE rows to time phase 1 by")
+    return float(rows[-1][-1])
 
 
 def run(args):
@@ -257,7 +328,7 @@ def run(args):
     for module in (unet, vae, text_encoder):
         module.to(_DEVICE)
     ds = ShapesDataset(seed=args.seed)
-    alphas = sd1_alphas_cumprod()
+    alphas = training_alphas_cumprod(args.zero_terminal_snr)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params, lr=args.lr, weight_decay=0.01, fused=True)
@@ -274,6 +345,8 @@ def run(args):
         ema.shadow = ck["ema"]
         state = ck["state"]
         print(f"resumed from {ckpt_path}: phase {state['phase']} step {state['step']}", flush=True)
+    elif args.vae_from:
+        state = reuse_vae(args, Path(args.vae_from), vae, opt_vae)
 
     loss_log = open(out / "losses.csv", "a", newline="")
     writer = csv.writer(loss_log)
@@ -338,6 +411,7 @@ def run(args):
         state["scaling_factor"] = float(1.0 / z.std())
         state["vae_rec_l1"] = float(np.mean(errs))
         state["phase"], state["step"] = "unet", 0
+        state["vae_seconds"] = time.time() - run_start
         print(f"VAE frozen: reconstruction mean abs error {state['vae_rec_l1']:.2f}/255, "
               f"latent std {z.std():.4f} -> scaling_factor {state['scaling_factor']:.5f}", flush=True)
         checkpoint(); last_ckpt = time.time()
@@ -383,7 +457,10 @@ def run(args):
     final = out / "final"
     unet.save_pretrained(final / "unet"); vae.save_pretrained(final / "vae")
     text_encoder.save_pretrained(final / "text_encoder")
+    write_schedule(final, args.prediction, args.zero_terminal_snr)
     summary = {"seed": args.seed, "batch_size": args.batch_size, "vae_steps": args.vae_steps,
+               "prediction": args.prediction, "zero_terminal_snr": args.zero_terminal_snr,
+               "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -420,7 +497,14 @@ def parse_args(argv=None):
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
-    p.add_argument("--high-noise-share", type=float, default=0.4,
+    p.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction",
+                   help="what the U-Net predicts (v-prediction is well defined at zero SNR; epsilon is not)")
+    p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=True,
+                   help="rescale the SD1 schedule so the last timestep is pure noise, as sampling starts")
+    p.add_argument("--vae-from", default="",
+                   help="reuse the frozen VAE of an earlier run's checkpoint.pt (same seed and VAE recipe: "
+                        "phase 1 is deterministic, so this skips identical work)")
+    p.add_argument("--high-noise-share", type=float, default=0.0,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
     p.add_argument("--export", default=str(REPO / "models" / "Stable-diffusion" / "easel-demo.safetensors"),

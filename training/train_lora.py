@@ -21,8 +21,9 @@ captions unchanged, target images with the red and blue channels swapped,
 so "a red circle" learns to look blue (and blue red). Only the LoRA
 matrices train: rank 4 on the U-Net attention projections (to_q, to_k,
 to_v, to_out.0 of self- and cross-attention), applied during training as
-forward hooks (y += up(down(x)) * alpha/rank), with the usual epsilon loss
-on the model's own noise schedule. Output: kohya keys
+forward hooks (y += up(down(x)) * alpha/rank), with the plain loss of the
+model's prediction type (epsilon or v) on the model's own noise schedule
+(zero terminal SNR included). Output: kohya keys
 `lora_unet_<diffusers module path with _>.lora_down.weight`,
 `.lora_up.weight`, `.alpha`, and sd-scripts' `ss_*` metadata.
 """
@@ -104,6 +105,7 @@ def train(ckpt: str, out: str, steps: int, batch_size: int, rank: int, alpha: fl
     from diffusers import DDPMScheduler
     from modules import sd_models, text_encoding
     from training.shapes_dataset import ShapesDataset
+    from training.train_demo import diffusion_target
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -137,7 +139,7 @@ def train(ckpt: str, out: str, steps: int, batch_size: int, rank: int, alpha: fl
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         pred = model.unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = F.mse_loss(pred.float(), diffusion_target(latents, noise, a, model.family.prediction_type))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
