@@ -150,14 +150,15 @@ def upscale_latents(p, model, latents: torch.Tensor) -> torch.Tensor:
 def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> torch.Tensor:
     """Upscale one batch's latents and run the img2img pass over them; returns the final latents."""
     from modules import img2img, rng, sampling, unet_compile
-    from modules.processing import _preview_callback, _step_noise_generators
+    from modules.processing import _preview_callback, _step_noise_generators, sampling_scheduler_config
 
     init = upscale_latents(p, model, latents).to(model.device)
     batch = init.shape[0]
     noise = rng.batch_noise(tuple(init.shape[1:]), seeds, subseeds, p.subseed_strength).to(model.device)
     steps = p.hr_second_pass_steps or p.steps
     sampler_name = p.hr_sampler_name if p.hr_sampler_name and p.hr_sampler_name != SAME_SAMPLER else p.sampler_name
-    scheduler = samplers.create_scheduler(sampler_name, p.scheduler, model.scheduler_config, steps, seeds=seeds)
+    scheduler = samplers.create_scheduler(sampler_name, p.scheduler, sampling_scheduler_config(model)[0], steps,
+                                          seeds=seeds)
     strength = float(p.denoising_strength)
     timesteps, run = img2img.strength_timesteps(scheduler, steps, strength, True, model.device)
     if run == 0:

@@ -379,6 +379,10 @@ def default_options():
         "randn_source": OptionInfo(
             "GPU", "Random number generator source",
             component_args={"choices": ["GPU", "CPU", "NV"]}, infotext="RNG"),
+        "sd_noise_schedule": OptionInfo(
+            "Default", "Noise schedule for sampling",
+            component_args={"choices": ["Default", "Zero Terminal SNR"]}, infotext="Noise Schedule").info(
+            "for models trained with zero terminal SNR; a checkpoint marked so (ztsnr key) always samples with it"),
     }))
     options.update(options_section(vae, {
         "sd_vae": OptionInfo("Automatic", "SD VAE").info(

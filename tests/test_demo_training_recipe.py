@@ -20,11 +20,11 @@ def test_high_noise_share_moves_timesteps_into_the_high_range_and_keeps_the_full
     assert abs(float((plain >= 600).float().mean()) - 0.40) < 0.02
 
 
-def test_v_prediction_weights_keep_the_pure_noise_steps_training():
+def test_a_floor_keeps_the_pure_noise_steps_training():
     """Min-SNR alone gives zero weight at zero SNR, where only the caption can decide the layout."""
     alphas = training_alphas_cumprod(zero_terminal_snr=True)
     snr = alphas / (1 - alphas)
-    weights = loss_weight(snr, "v_prediction", 5.0)
+    weights = loss_weight(snr, "v_prediction", 5.0, floor=1.0)
     x0_weights = weights * (snr + 1)  # v-loss = (SNR + 1) x0-loss
     assert x0_weights[999].item() == pytest.approx(1.0) and x0_weights[0].item() == pytest.approx(5.0)
     assert bool((x0_weights >= 1.0 - 1e-6).all() and (x0_weights <= 5.0 + 1e-6).all())
@@ -36,3 +36,28 @@ def test_v_target_at_pure_noise_is_the_negated_image():
     v = diffusion_target(latents, noise, alphas[999].view(1, 1, 1, 1), "v_prediction")
     assert torch.allclose(v, -latents, atol=1e-3)
     assert torch.equal(diffusion_target(latents, noise, alphas[999], "epsilon"), noise)
+
+
+def test_epsilon_min_snr_without_floor_is_the_shipped_weighting():
+    alphas = training_alphas_cumprod(zero_terminal_snr=False)
+    snr = alphas / (1 - alphas)
+    assert torch.allclose(loss_weight(snr, "epsilon", 5.0), torch.clamp(snr, max=5.0) / snr)
+
+
+def test_vae_reuse_needs_the_same_vae_recipe_and_keeps_its_time(tmp_path):
+    from training import train_demo
+
+    args = train_demo.parse_args(["--seed", "0"])
+    unet, vae, text_encoder = train_demo.build_models(0)
+    opt_vae = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    earlier = {"args": {**vars(args), "vae_lr": 1e-3}, "vae": vae.state_dict(), "opt_vae": opt_vae.state_dict(),
+               "state": {"phase": "done", "scaling_factor": 0.2, "vae_rec_l1": 3.0}}
+    path = tmp_path / "checkpoint.pt"
+    torch.save(earlier, path)
+    with pytest.raises(ValueError, match="vae_lr"):
+        train_demo.reuse_vae(args, path, vae, opt_vae)
+    earlier["args"]["vae_lr"] = args.vae_lr
+    torch.save(earlier, path)
+    (tmp_path / "losses.csv").write_text("vae,0,0.1,5.0,0.4\nvae,1199,0.01,3.5,402.5\nunet,0,1.0,1.0,404.0\n")
+    state = train_demo.reuse_vae(args, path, vae, opt_vae)
+    assert (state["phase"], state["step"], state["elapsed"], state["scaling_factor"]) == ("unet", 0, 402.5, 0.2)

@@ -76,6 +76,25 @@ def test_ensd_reseeds_the_step_noise_of_ancestral_samplers_and_is_recorded(sd1_m
     assert "ENSD" not in euler.infotexts[0]  # a deterministic sampler draws no step noise
 
 
+def test_zero_terminal_snr_setting_samples_diffusers_rescaled_schedule_and_is_recorded(sd1_model, monkeypatch):
+    """A1111's "Noise schedule for sampling": the same latents as diffusers' rescale_betas_zero_snr, named in infotext."""
+    from diffusers import EulerDiscreteScheduler
+
+    from modules import shared
+    from modules.options import Options
+
+    monkeypatch.setattr(shared, "opts", Options())
+    reference = diffusers_latents(sd1_model, EulerDiscreteScheduler, "a red circle", "", seed=5, steps=5, cfg=7.0,
+                                  size=64, rescale_betas_zero_snr=True)
+    fields = dict(prompt="a red circle", seed=5, steps=5, cfg_scale=7.0, sampler_name="Euler")
+    plain = processing.process_images(txt2img(sd1_model, **fields))
+    ztsnr = processing.process_images(txt2img(sd1_model, **fields,
+                                              override_settings={"sd_noise_schedule": "Zero Terminal SNR"}))
+    assert (ztsnr.latents[0] - reference.float()).abs().max().item() < 1e-3
+    assert (plain.latents[0] - reference.float()).abs().max().item() > 1e-2
+    assert "Noise Schedule: Zero Terminal SNR" in ztsnr.infotexts[0] and "Noise Schedule" not in plain.infotexts[0]
+
+
 def test_override_settings_apply_for_the_job_without_onchange_callbacks(sd1_model, monkeypatch):
     """As A1111: an override such as precision must not queue model reloads (the app reloads on its onchange)."""
     from modules import shared

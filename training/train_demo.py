@@ -116,19 +116,19 @@ def diffusion_target(latents, noise, alphas_cumprod_t, prediction: str) -> torch
     raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', not {prediction!r}")
 
 
-def loss_weight(snr: torch.Tensor, prediction: str, gamma: float) -> torch.Tensor:
+def loss_weight(snr: torch.Tensor, prediction: str, gamma: float, floor: float = 0.0) -> torch.Tensor:
     """Per-sample weights that give every timestep the x0-error weight clamp(SNR, floor, gamma).
 
-    Min-SNR (x0 weight min(SNR, gamma)) keeps the easy low-noise steps from
-    dominating. With zero terminal SNR it would also give the last, pure-noise
-    steps a weight of zero, and those are exactly where the caption alone has
-    to decide the layout (where the object goes, the background colour): so
-    v-prediction floors the x0 weight at 1, as plain v-prediction loss has it.
-    The epsilon loss keeps the shipped model's Min-SNR (no floor).
+    Min-SNR (floor 0: x0 weight min(SNR, gamma)) keeps the easy low-noise steps
+    from dominating; it is the shipped recipe. With zero terminal SNR it gives
+    the last, pure-noise steps a weight of zero, and those are where the
+    caption alone has to decide the layout; a floor keeps them training
+    (floor 1 is what a plain v-prediction loss gives there).
     """
+    x0_weight = torch.clamp(snr, min=floor, max=gamma)
     if prediction == "v_prediction":
-        return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)  # v-loss = (SNR + 1) x0-loss
-    return torch.clamp(snr, max=gamma) / snr  # epsilon-loss = SNR x0-loss
+        return x0_weight / (snr + 1)  # v-loss = (SNR + 1) x0-loss
+    return x0_weight / snr  # epsilon-loss = SNR x0-loss
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -252,7 +252,7 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
         pred = unet(noisy, t, encoder_hidden_states=cond).sample.float()
     snr = alphas[t] / (1 - alphas[t])
     per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
-    return (per * loss_weight(snr, args.prediction, args.min_snr_gamma)).mean(), per.mean()
+    return (per * loss_weight(snr, args.prediction, args.min_snr_gamma, args.min_snr_floor)).mean(), per.mean()
 
 
 # ---------------------------------------------------------------- checkpointing
@@ -497,14 +497,16 @@ def parse_args(argv=None):
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--offset-noise", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
-    p.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction",
+    p.add_argument("--min-snr-floor", type=float, default=0.0,
+                   help="lowest x0-error weight of a timestep (0: plain Min-SNR, the shipped recipe)")
+    p.add_argument("--prediction", choices=("epsilon", "v_prediction"), default="epsilon",
                    help="what the U-Net predicts (v-prediction is well defined at zero SNR; epsilon is not)")
-    p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=False,
                    help="rescale the SD1 schedule so the last timestep is pure noise, as sampling starts")
     p.add_argument("--vae-from", default="",
                    help="reuse the frozen VAE of an earlier run's checkpoint.pt (same seed and VAE recipe: "
                         "phase 1 is deterministic, so this skips identical work)")
-    p.add_argument("--high-noise-share", type=float, default=0.0,
+    p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
     p.add_argument("--export", default=str(REPO / "models" / "Stable-diffusion" / "easel-demo.safetensors"),
