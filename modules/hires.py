@@ -157,7 +157,7 @@ def second_pass(p, model, latents, job, state, seeds, subseeds, first: int) -> t
     noise = rng.batch_noise(tuple(init.shape[1:]), seeds, subseeds, p.subseed_strength).to(model.device)
     steps = p.hr_second_pass_steps or p.steps
     sampler_name = p.hr_sampler_name if p.hr_sampler_name and p.hr_sampler_name != SAME_SAMPLER else p.sampler_name
-    scheduler = samplers.create_scheduler(sampler_name, p.scheduler, sampling_scheduler_config(model)[0], steps,
+    scheduler = samplers.create_scheduler(sampler_name, p.scheduler, sampling_scheduler_config(model), steps,
                                           seeds=seeds)
     strength = float(p.denoising_strength)
     timesteps, run = img2img.strength_timesteps(scheduler, steps, strength, True, model.device)

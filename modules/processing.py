@@ -237,18 +237,23 @@ def _setting(name: str, default):
 ZERO_TERMINAL_SNR = "Zero Terminal SNR"
 
 
-def sampling_scheduler_config(model) -> tuple[dict, str | None]:
-    """The scheduler config to sample `model` with, and its "Noise Schedule" infotext value.
+def _noise_schedule_label(model) -> str | None:
+    """The "Noise Schedule" infotext value: set when sampling uses zero terminal SNR."""
+    if model.family.zero_terminal_snr or _setting("sd_noise_schedule", "Default") == ZERO_TERMINAL_SNR:
+        return ZERO_TERMINAL_SNR
+    return None
+
+
+def sampling_scheduler_config(model) -> dict:
+    """The scheduler config to sample `model` with.
 
     A checkpoint marked zero-terminal-SNR already carries that schedule; A1111's
     "Noise schedule for sampling" setting applies it to any other model."""
     from modules import noise_schedule
 
-    if model.family.zero_terminal_snr:
-        return model.scheduler_config, ZERO_TERMINAL_SNR
-    if _setting("sd_noise_schedule", "Default") == ZERO_TERMINAL_SNR:
-        return noise_schedule.with_zero_terminal_snr(model.scheduler_config), ZERO_TERMINAL_SNR
-    return model.scheduler_config, None
+    if not model.family.zero_terminal_snr and _setting("sd_noise_schedule", "Default") == ZERO_TERMINAL_SNR:
+        return noise_schedule.with_zero_terminal_snr(model.scheduler_config)
+    return model.scheduler_config
 
 
 def _eta_noise_seed_delta() -> int:
@@ -345,7 +350,7 @@ def build_infotext(p, model, index: int, clip_skip: int, scheduler_label: str | 
         "Denoising strength": p.denoising_strength,
         "Clip skip": clip_skip if clip_skip > 1 else None,
         "ENSD": _ensd_for_infotext(sampler),
-        "Noise Schedule": sampling_scheduler_config(model)[1],
+        "Noise Schedule": _noise_schedule_label(model),
         **p.extra_generation_params,
         "Version": EASEL_VERSION,
     }
@@ -457,7 +462,7 @@ def _process_batches(p, state, model, job, sampler, schedule, schedule_label, la
         if p.scripts is not None: p.scripts.batch_hooks(p, batch_number=n)  # before_process_batch + process_batch
         conditioning = _conditioning(job, p.prompts, p.negative_prompts)
         noise = rng.batch_noise(latent_shape, seeds, subseeds, p.subseed_strength, resize_from)
-        scheduler = samplers.create_scheduler(sampler.name, schedule.id, sampling_scheduler_config(model)[0], p.steps,
+        scheduler = samplers.create_scheduler(sampler.name, schedule.id, sampling_scheduler_config(model), p.steps,
                                               seeds=seeds)
         samplers.set_full_schedule(scheduler, p.steps, device=model.device)
         request = sampling.SamplingRequest(
