@@ -1,4 +1,4 @@
-"""Zero terminal SNR as explicit betas, so that every sampler class samples the schedule a model was trained on.
+"""Rescaled noise schedules as explicit betas, so that every sampler class samples the schedule a model was trained on.
 
 A model trained with zero terminal SNR (Lin et al. 2023, "Common Diffusion
 Noise Schedules and Sample Steps are Flawed") saw pure noise at its last
@@ -40,11 +40,25 @@ def zero_terminal_snr_alphas_cumprod(config: dict) -> torch.Tensor:
     return alphas_cumprod
 
 
+def terminal_signal_alphas_cumprod(config: dict, terminal_signal: float) -> torch.Tensor:
+    """The config's schedule with sqrt(alpha-bar) shifted and scaled so the first step is unchanged and
+    the last keeps `terminal_signal` of the image (SD1 keeps 0.068; 0 is Lin et al.'s rescaling)."""
+    signal = torch.cumprod(1.0 - base_betas(config), dim=0).sqrt()
+    first, last = signal[0].clone(), signal[-1].clone()
+    if not 0.0 <= terminal_signal < first:
+        raise ValueError(f"terminal_signal must be in [0, {float(first):.4f}), got {terminal_signal!r}")
+    signal = (signal - last) * (first - terminal_signal) / (first - last) + terminal_signal
+    return signal ** 2
+
+
+def betas_for(alphas_cumprod: torch.Tensor) -> list[float]:
+    """The betas whose cumulative product of (1 - beta) is `alphas_cumprod`."""
+    previous = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
+    return (1.0 - alphas_cumprod / previous).tolist()
+
+
 def with_zero_terminal_snr(config: dict) -> dict:
     """A copy of a scheduler config whose ``trained_betas`` carry the zero-terminal-SNR schedule."""
-    alphas_cumprod = zero_terminal_snr_alphas_cumprod(config)
-    previous = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
-    betas = 1.0 - alphas_cumprod / previous
     resolved = {k: v for k, v in config.items() if k != "rescale_betas_zero_snr"}
-    resolved["trained_betas"] = betas.tolist()
+    resolved["trained_betas"] = betas_for(zero_terminal_snr_alphas_cumprod(config))
     return resolved

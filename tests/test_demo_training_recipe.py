@@ -61,3 +61,30 @@ def test_vae_reuse_needs_the_same_vae_recipe_and_keeps_its_time(tmp_path):
     (tmp_path / "losses.csv").write_text("vae,0,0.1,5.0,0.4\nvae,1199,0.01,3.5,402.5\nunet,0,1.0,1.0,404.0\n")
     state = train_demo.reuse_vae(args, path, vae, opt_vae)
     assert (state["phase"], state["step"], state["elapsed"], state["scaling_factor"]) == ("unet", 0, 402.5, 0.2)
+
+
+def test_a_rescaled_training_schedule_is_written_to_the_family_config_and_cleared_again(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from training import train_demo
+
+    config_path = tmp_path / "scheduler_config.json"
+    shutil.copy(train_demo.SCHEDULER_CONFIG, config_path)
+    original = config_path.read_text()
+    monkeypatch.setattr(train_demo, "SCHEDULER_CONFIG", config_path)
+    train_demo.write_family_schedule(0.03)
+    betas = torch.tensor(json.loads(config_path.read_text())["trained_betas"], dtype=torch.float64)
+    assert torch.allclose(torch.cumprod(1 - betas, 0).float(), train_demo.training_alphas_cumprod(False, 0.03))
+    # training reads SD1's schedule underneath, not the betas a previous run wrote
+    assert training_alphas_cumprod(False)[-1].sqrt().item() == pytest.approx(0.0684, abs=1e-3)
+    train_demo.write_family_schedule(None)
+    assert config_path.read_text() == original
+
+
+def test_terminal_signal_and_zero_terminal_snr_exclude_each_other():
+    from training import train_demo
+
+    with pytest.raises(SystemExit):
+        train_demo.parse_args(["--terminal-signal", "0.02", "--zero-terminal-snr"])
+    assert train_demo.parse_args(["--terminal-signal", "0.02"]).terminal_signal == 0.02

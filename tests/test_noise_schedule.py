@@ -67,3 +67,22 @@ def test_every_sampler_lands_a_zero_terminal_snr_model_on_its_data(name):
     ztsnr_error = sample_point_mass(name, ZTSNR_CONFIG, noise_schedule.zero_terminal_snr_alphas_cumprod(SD1_CONFIG))
     # DDIM, PLMS and UniPC stop at the first training timestep, not at sigma 0: about 0.02 on both schedules.
     assert ztsnr_error <= 1.5 * sd1_error + 1e-3, (ztsnr_error, sd1_error)
+
+
+def test_terminal_signal_rescaling_keeps_the_first_step_and_sets_the_last():
+    base = torch.cumprod(1 - noise_schedule.base_betas(SD1_CONFIG), 0)
+    assert torch.allclose(noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, float(base[-1].sqrt())), base)
+    rescaled = noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 0.02)
+    assert rescaled[0].item() == pytest.approx(base[0].item()) and rescaled[-1].sqrt().item() == pytest.approx(0.02)
+    assert bool((rescaled[1:] < rescaled[:-1]).all())  # still a noise schedule: signal falls at every step
+    zero = noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 0.0)
+    assert torch.allclose(zero[:-1], noise_schedule.zero_terminal_snr_alphas_cumprod(SD1_CONFIG)[:-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="terminal_signal"):
+        noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 1.5)
+
+
+def test_explicit_betas_of_a_rescaled_schedule_reach_a_sampler_that_has_no_rescale_flag():
+    alphas = noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 0.02)
+    config = {**SD1_CONFIG, "trained_betas": noise_schedule.betas_for(alphas)}
+    heun = samplers.create_scheduler("Heun", "automatic", config, 20)
+    assert torch.allclose(heun.alphas_cumprod.double(), alphas, rtol=1e-4)

@@ -77,7 +77,8 @@ def final_from_checkpoint(checkpoint_path, final_dir) -> dict:
     final_dir = Path(final_dir)
     unet.save_pretrained(final_dir / "unet"); vae.save_pretrained(final_dir / "vae")
     text_encoder.save_pretrained(final_dir / "text_encoder")
-    write_schedule(final_dir, ck["args"].get("prediction", "epsilon"), ck["args"].get("zero_terminal_snr", False))
+    write_schedule(final_dir, ck["args"].get("prediction", "epsilon"), ck["args"].get("zero_terminal_snr", False),
+                   ck["args"].get("terminal_signal"))
     return ck["state"]
 
 
@@ -87,12 +88,13 @@ if __name__ == "__main__":
     ap.add_argument("--out", default=str(REPO / "models" / "Stable-diffusion" / "easel-demo.safetensors"))
     ap.add_argument("--from-checkpoint", default="",
                     help="export the EMA weights of this checkpoint.pt instead (a run stopped early); "
-                         "also records its scaling factor in configs/easel-demo/vae/config.json")
+                         "also records its scaling factor and noise schedule in configs/easel-demo")
     args = ap.parse_args()
     if args.from_checkpoint:
-        from training.train_demo import write_scaling_factor
+        from training.train_demo import SCHEDULE_FILE, write_family_schedule, write_scaling_factor
 
         state = final_from_checkpoint(args.from_checkpoint, args.final)
         print(f"checkpoint at phase {state['phase']} step {state['step']}, scaling factor {state['scaling_factor']:.5f}")
         write_scaling_factor(state["scaling_factor"])
+        write_family_schedule(json.loads((Path(args.final) / SCHEDULE_FILE).read_text()).get("terminal_signal"))
     export(args.final, args.out)

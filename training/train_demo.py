@@ -96,15 +96,37 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 # ---------------------------------------------------------------- schedule helpers
 
-def training_alphas_cumprod(zero_terminal_snr: bool) -> torch.Tensor:
-    """Signal levels of the family's schedule (configs/easel-demo/scheduler), the same
-    ones Easel samples with: rescaled to zero terminal SNR when the model is trained so."""
+SCHEDULER_CONFIG = CONFIG_DIR / "scheduler" / "scheduler_config.json"
+
+
+def _base_scheduler_config() -> dict:
+    """The family's SD1 schedule, without the trained_betas a previous rescaled run wrote there."""
+    return {**json.loads(SCHEDULER_CONFIG.read_text()), "trained_betas": None}
+
+
+def training_alphas_cumprod(zero_terminal_snr: bool, terminal_signal: float | None = None) -> torch.Tensor:
+    """Signal levels of the family's schedule (configs/easel-demo/scheduler), the same ones
+    Easel samples with: SD1's, rescaled to zero terminal SNR, or to keep `terminal_signal`
+    (sqrt alpha-bar) of the image at the last step."""
     from modules import noise_schedule
 
-    config = json.loads((CONFIG_DIR / "scheduler" / "scheduler_config.json").read_text())
+    config = _base_scheduler_config()
     if zero_terminal_snr:
         return noise_schedule.zero_terminal_snr_alphas_cumprod(config).float()
+    if terminal_signal is not None:
+        return noise_schedule.terminal_signal_alphas_cumprod(config, terminal_signal).float()
     return torch.cumprod(1.0 - noise_schedule.base_betas(config), 0).float()
+
+
+def write_family_schedule(terminal_signal: float | None):
+    """Record a rescaled training schedule in the family config as explicit trained_betas (every
+    sampler honours those), or clear them for SD1's own schedule."""
+    from modules import noise_schedule
+
+    config = json.loads(SCHEDULER_CONFIG.read_text())
+    config["trained_betas"] = None if terminal_signal is None else noise_schedule.betas_for(
+        noise_schedule.terminal_signal_alphas_cumprod(_base_scheduler_config(), terminal_signal))
+    SCHEDULER_CONFIG.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def diffusion_target(latents, noise, alphas_cumprod_t, prediction: str) -> torch.Tensor:
@@ -266,10 +288,11 @@ def save_checkpoint(path: Path, state: dict):
 SCHEDULE_FILE = "schedule.json"
 
 
-def write_schedule(final: Path, prediction: str, zero_terminal_snr: bool):
+def write_schedule(final: Path, prediction: str, zero_terminal_snr: bool, terminal_signal: float | None = None):
     """What the U-Net was trained to predict, on which schedule: the export marks the checkpoint with it."""
     (final / SCHEDULE_FILE).write_text(json.dumps(
-        {"prediction_type": prediction, "zero_terminal_snr": zero_terminal_snr}, indent=2) + "\n")
+        {"prediction_type": prediction, "zero_terminal_snr": zero_terminal_snr, "terminal_signal": terminal_signal},
+        indent=2) + "\n")
 
 
 def write_scaling_factor(value: float):
@@ -328,7 +351,7 @@ def run(args):
     for module in (unet, vae, text_encoder):
         module.to(_DEVICE)
     ds = ShapesDataset(seed=args.seed)
-    alphas = training_alphas_cumprod(args.zero_terminal_snr)
+    alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params, lr=args.lr, weight_decay=0.01, fused=True)
@@ -457,9 +480,10 @@ def run(args):
     final = out / "final"
     unet.save_pretrained(final / "unet"); vae.save_pretrained(final / "vae")
     text_encoder.save_pretrained(final / "text_encoder")
-    write_schedule(final, args.prediction, args.zero_terminal_snr)
+    write_schedule(final, args.prediction, args.zero_terminal_snr, args.terminal_signal)
     summary = {"seed": args.seed, "batch_size": args.batch_size, "vae_steps": args.vae_steps,
                "prediction": args.prediction, "zero_terminal_snr": args.zero_terminal_snr,
+               "terminal_signal": args.terminal_signal,
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
@@ -471,6 +495,7 @@ def run(args):
         print(f"not exported (--export ''): diffusers weights in {final}", flush=True)
         return
     write_scaling_factor(state["scaling_factor"])
+    write_family_schedule(args.terminal_signal)
     from training.export_demo import export
     export(final, args.export)
 
@@ -503,6 +528,9 @@ def parse_args(argv=None):
                    help="what the U-Net predicts (v-prediction is well defined at zero SNR; epsilon is not)")
     p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=False,
                    help="rescale the SD1 schedule so the last timestep is pure noise, as sampling starts")
+    p.add_argument("--terminal-signal", type=float, default=None,
+                   help="rescale SD1's schedule so its last step keeps this much of the image (sqrt alpha-bar; "
+                        "SD1 keeps 0.068); the export writes it into configs/easel-demo/scheduler as trained_betas")
     p.add_argument("--vae-from", default="",
                    help="reuse the frozen VAE of an earlier run's checkpoint.pt (same seed and VAE recipe: "
                         "phase 1 is deterministic, so this skips identical work)")
@@ -514,7 +542,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--measure-seconds", type=float, default=0.0,
                    help="throughput probe: stop phase 2 after this many seconds, no export")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.terminal_signal is not None and args.zero_terminal_snr:
+        p.error("--terminal-signal and --zero-terminal-snr both set the last step's signal; give one")
+    return args
 
 
 if __name__ == "__main__":
