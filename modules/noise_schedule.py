@@ -8,6 +8,9 @@ some scheduler classes; the others (Heun, LMS, DPM2, PLMS, DPM++ SDE, DPM++ 2S a
 silently drop unknown config keys and would sample a schedule the model never
 saw. Every class accepts ``trained_betas``, so Easel turns the rescaled
 schedule into explicit betas once and hands those to whichever sampler runs.
+The demo trainer's partial rescaling (`terminal_signal_alphas_cumprod`, which
+keeps a little signal at the last step) travels the same way, as
+``trained_betas`` in the family's scheduler config.
 """
 from __future__ import annotations
 
