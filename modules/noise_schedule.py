@@ -34,15 +34,6 @@ def base_betas(config: dict) -> torch.Tensor:
     raise ValueError(f"beta_schedule {schedule!r} cannot be rescaled to zero terminal SNR (scaled_linear or linear)")
 
 
-def zero_terminal_snr_alphas_cumprod(config: dict) -> torch.Tensor:
-    """Signal levels (alpha-bar) of the config's schedule rescaled to zero terminal SNR, last one 2**-24."""
-    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
-
-    alphas_cumprod = torch.cumprod(1.0 - rescale_zero_terminal_snr(base_betas(config)), dim=0)
-    alphas_cumprod[-1] = TERMINAL_ALPHA_CUMPROD
-    return alphas_cumprod
-
-
 def terminal_signal_alphas_cumprod(config: dict, terminal_signal: float) -> torch.Tensor:
     """The config's schedule with sqrt(alpha-bar) shifted and scaled so the first step is unchanged and
     the last keeps `terminal_signal` of the image (SD1 keeps 0.068; 0 is Lin et al.'s rescaling)."""
@@ -52,6 +43,14 @@ def terminal_signal_alphas_cumprod(config: dict, terminal_signal: float) -> torc
         raise ValueError(f"terminal_signal must be in [0, {float(first):.4f}), got {terminal_signal!r}")
     signal = (signal - last) * (first - terminal_signal) / (first - last) + terminal_signal
     return signal ** 2
+
+
+def zero_terminal_snr_alphas_cumprod(config: dict) -> torch.Tensor:
+    """Signal levels (alpha-bar) of the config's schedule rescaled to zero terminal SNR, last one 2**-24
+    (the same schedule as diffusers' rescale_betas_zero_snr; tests/test_noise_schedule.py compares them)."""
+    alphas_cumprod = terminal_signal_alphas_cumprod(config, 0.0)
+    alphas_cumprod[-1] = TERMINAL_ALPHA_CUMPROD
+    return alphas_cumprod
 
 
 def betas_for(alphas_cumprod: torch.Tensor) -> list[float]:

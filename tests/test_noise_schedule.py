@@ -75,8 +75,11 @@ def test_terminal_signal_rescaling_keeps_the_first_step_and_sets_the_last():
     rescaled = noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 0.02)
     assert rescaled[0].item() == pytest.approx(base[0].item()) and rescaled[-1].sqrt().item() == pytest.approx(0.02)
     assert bool((rescaled[1:] < rescaled[:-1]).all())  # still a noise schedule: signal falls at every step
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+
     zero = noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 0.0)
-    assert torch.allclose(zero[:-1], noise_schedule.zero_terminal_snr_alphas_cumprod(SD1_CONFIG)[:-1], rtol=1e-6)
+    lin = torch.cumprod(1 - rescale_zero_terminal_snr(noise_schedule.base_betas(SD1_CONFIG)), 0)
+    assert torch.allclose(zero[:-1], lin[:-1], rtol=1e-6)  # terminal signal 0 is Lin et al.'s rescaling
     with pytest.raises(ValueError, match="terminal_signal"):
         noise_schedule.terminal_signal_alphas_cumprod(SD1_CONFIG, 1.5)
 
