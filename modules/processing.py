@@ -365,19 +365,26 @@ def _conditioning(job, prompts: list[str], negatives: list[str]):
 def _preview_callback(model, state, steps: int, batch_offset: int):
     every = int(_setting("show_progress_every_n_steps", 1))
     method = _setting("show_progress_type", "Approx cheap") if _setting("live_previews_enable", True) else "None"
-    total_calls = None
+    pending = None   # a cheap preview still being copied off the GPU (previews.PendingPreview)
 
     def on_step(index: int, total: int, x0: torch.Tensor) -> None:
-        nonlocal total_calls
-        total_calls = total
+        nonlocal pending
         # multi-call samplers (Heun, DPM2) run ~2 scheduler steps per user step
         state.sampling_step = min(steps, round((index + 1) * steps / total))
         if state.interrupted or state.skipped:
             raise sampling.StopSampling
         if method != "None" and every > 0 and (state.sampling_step % every == 0) and state.sampling_step < steps:
-            image = previews.make_preview(model, x0[0], method)
-            if image is not None:
-                state.set_preview(image)
+            if method == "Approx cheap":
+                # one copy in flight at a time: a GPU running behind skips previews rather than queueing them
+                if pending is None:
+                    pending = previews.PendingPreview(x0[0], model.family.latent_rgb_factors)
+            else:
+                image = previews.make_preview(model, x0[0], method)
+                if image is not None:
+                    state.set_preview(image)
+        if pending is not None and pending.ready():
+            state.set_preview(pending.image())
+            pending = None
 
     return on_step
 

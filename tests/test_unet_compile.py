@@ -78,16 +78,17 @@ def test_frozen_weights_recompile_after_a_lora_style_in_place_edit(unet):
     torch.testing.assert_close(_run(restored, x, t, cond), _run(unet, x, t, cond), atol=2e-4, rtol=1e-3)
 
 
-def test_plain_inductor_reads_live_weights_without_recompiling(unet):
+@pytest.mark.parametrize("mode", ["Inductor", unet_compile.CUDA_GRAPHS])   # CUDA graphs: plain Inductor on CPU
+def test_plain_inductor_reads_live_weights_without_recompiling(unet, mode):
     x, t, cond = _inputs()
-    compiled = unet_compile.unet_for_sampling(unet, "Inductor")
+    compiled = unet_compile.unet_for_sampling(unet, mode)
     before = _run(compiled, x, t, cond)
     weight = unet.conv_out.bias
     original = weight.detach().clone()
     try:
         with torch.no_grad():
             weight.add_(1.0)
-        assert unet_compile.unet_for_sampling(unet, "Inductor") is compiled
+        assert unet_compile.unet_for_sampling(unet, mode) is compiled
         after = _run(compiled, x, t, cond)
         torch.testing.assert_close(after, before + 1.0, atol=2e-4, rtol=1e-3)
     finally:

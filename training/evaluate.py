@@ -38,11 +38,11 @@ GOALS = {"colour": 0.90, "shape": 0.75, "position": 0.75, "background": 0.90}
 
 # ---------------------------------------------------------------- model + generation
 
-def load_demo_model(path=DEMO_MODEL, dtype=torch.float32):
+def load_demo_model(path=DEMO_MODEL, dtype=torch.float32, device: str = "cpu"):
     """The shipped demo model, loaded by the same code as any third-party checkpoint."""
     from modules import sd_models
 
-    return sd_models.load_model(str(path), device="cpu", dtype=dtype)
+    return sd_models.load_model(str(path), device=torch.device(device), dtype=dtype)
 
 
 def generate(model, prompts, seed: int = 1000, negative_prompt="", cfg_scale: float = 7.0, steps: int = 20,
@@ -229,8 +229,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N prompts (quick look)")
     ap.add_argument("--report", default=str(REPORT), help="markdown output ('' to skip)")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                    help="the model's dtype, as the precision setting chooses it")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="the model's dtype, as the precision setting chooses it (fp16: what Easel uses on CUDA)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda to check adherence on a GPU")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     prompts = build_prompts()
@@ -238,12 +239,14 @@ def main(argv=None):
         prompts = prompts[:args.limit]
     judge_clean = judge_accuracy_on_ground_truth(degrade=False)
     judge_degraded = judge_accuracy_on_ground_truth(degrade=True)
-    model = load_demo_model(args.model, {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision])
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
     rows = evaluate(model, prompts)
     seconds = time.time() - started
     summary = summarize(rows)
-    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model, f"cpu {args.precision}")
+    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
+                           f"{args.device} {args.precision}")
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)
