@@ -8,9 +8,10 @@ plain diffusers' pipeline on the same networks (the baseline each ratio is
 against), then Easel with each attention backend (PyTorch SDPA; xformers
 when installed); for SD1.5 also without live previews, with --medvram and
 --lowvram offloading, and (last) with each `unet_compile` mode asked for.
-it/s counts sampling steps only: it is 10 / (time of a 20-step image - time
-of a 10-step image), so text encoding and VAE decode cancel out. Peak VRAM
-is torch's max allocated memory over the 20-step image. Weights are random
+it/s counts sampling steps only, timed on the device's own clock between
+the ends of the first and the last step (StepClock); "image s" is a whole
+20-step image, text encoding and VAE decode included. Peak VRAM is torch's
+max allocated memory over the 20-step images. Weights are random
 (no downloads); speed does not depend on their values.
 """
 from __future__ import annotations
@@ -70,21 +71,76 @@ def _random_model(family_id: str, device: torch.device, dtype: torch.dtype, smok
                                  vae_scaling_factor=float(vae.config.scaling_factor), device=device, dtype=dtype)
 
 
-def _generate(model, size: int, steps: int) -> float:
+class StepClock:
+    """Marks the end of each sampling step on the device's own timeline.
+
+    On CUDA a mark is an event queued behind the step's kernels, so the time
+    between the first and the last mark is what the GPU took for the steps in
+    between, idle gaps included, however far ahead the CPU has run. (The first
+    GPU run measured it/s as the difference of a 20-step and a 10-step image's
+    wall times instead, and that amplified every hiccup of the host: see
+    benchmarks/README.md.) On a CPU the marks are wall-clock times.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.marks = device, []
+
+    def mark(self) -> None:
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def steps_per_second(self) -> float:
+        """Steps after the first per second (call once the work is done: after a sync)."""
+        if len(self.marks) < 2:
+            return float("nan")
+        first, last = self.marks[0], self.marks[-1]
+        seconds = first.elapsed_time(last) / 1000 if self.device.type == "cuda" else last - first
+        return (len(self.marks) - 1) / max(seconds, 1e-9)
+
+
+def _timed(device: torch.device, run) -> tuple[float, float]:
+    """(wall seconds, steps per second) of `run(clock)`, which makes one image and marks each step."""
+    clock = StepClock(device)
+    _sync(device)
+    started = time.perf_counter()
+    run(clock)
+    _sync(device)
+    return time.perf_counter() - started, clock.steps_per_second()
+
+
+def _easel(model, size: int):
+    """A function(steps) -> (seconds, it/s) making one image through Easel's own process_images."""
     from modules import processing
 
-    p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=model, prompt=PROMPT, negative_prompt=NEGATIVE, seed=1,
-        steps=steps, cfg_scale=7.0, width=size, height=size, sampler_name="Euler a", do_not_save_samples=True)
-    _sync(model.device)
-    started = time.perf_counter()
-    processing.process_images(p)
-    _sync(model.device)
-    return time.perf_counter() - started
+    def generate(steps: int) -> tuple[float, float]:
+        p = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=model, prompt=PROMPT, negative_prompt=NEGATIVE, seed=1,
+            steps=steps, cfg_scale=7.0, width=size, height=size, sampler_name="Euler a", do_not_save_samples=True)
+
+        def run(clock: StepClock) -> None:
+            previews_callback = processing._preview_callback
+
+            def marking_callback(*args):   # the per-step callback process_images builds, marking each step first
+                on_step = previews_callback(*args)
+                return lambda index, total, x0: (clock.mark(), on_step(index, total, x0))
+
+            processing._preview_callback = marking_callback
+            try:
+                processing.process_images(p)
+            finally:
+                processing._preview_callback = previews_callback
+
+        return _timed(model.device, run)
+
+    return generate
 
 
 def _plain_diffusers(model, size: int):
-    """A function(steps) -> seconds running plain diffusers' pipeline on `model`'s own networks (the baseline)."""
+    """A function(steps) -> (seconds, it/s) running plain diffusers' pipeline on `model`'s own networks."""
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     scheduler = EulerAncestralDiscreteScheduler.from_config(model.scheduler_config)
@@ -98,13 +154,15 @@ def _plain_diffusers(model, size: int):
                                          tokenizer_2=model.tokenizers[1], unet=model.unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
 
-    def generate(steps: int) -> float:
-        _sync(model.device)
-        started = time.perf_counter()
-        pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=7.0, height=size,
-             width=size, generator=torch.Generator(model.device).manual_seed(1))
-        _sync(model.device)
-        return time.perf_counter() - started
+    def generate(steps: int) -> tuple[float, float]:
+        def on_step_end(pipeline, index, timestep, kwargs, clock):
+            clock.mark()
+            return kwargs
+
+        return _timed(model.device, lambda clock: pipe(
+            PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=7.0, height=size,
+            width=size, generator=torch.Generator(model.device).manual_seed(1),
+            callback_on_step_end=lambda *args: on_step_end(*args, clock)))
 
     return generate
 
@@ -115,21 +173,19 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(generate, device: torch.device, steps: int, repeats: int = 3) -> dict:
-    """it/s over the last `steps - steps // 2` steps and peak VRAM of one full image; `generate(steps)` -> seconds.
+    """Step rate, whole-image time and peak VRAM; `generate(steps)` -> (seconds, it/s) of one image.
 
-    The first (warm-up) image of 2 steps pays kernel selection, allocator growth
-    and, for compiled rows, the compile: reported as first_s. The full and half
-    images are each timed `repeats` times and the fastest kept: one slow run (a
-    host hiccup) would otherwise swing the difference of two short timings.
+    The first (warm-up) image of 2 steps pays kernel selection, allocator
+    growth and, for compiled rows, the compile: reported as first_s. Then
+    `repeats` full images; the fastest step rate and the fastest image are kept.
     """
-    first = generate(2)
+    first, _ = generate(2)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    full = min(generate(steps) for _ in range(repeats))
+    timings = [generate(steps) for _ in range(repeats)]
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
-    half = min(generate(steps // 2) for _ in range(repeats))
-    its = (steps - steps // 2) / max(full - half, 1e-9)
-    return {"it_per_s": its, "image_s": full, "peak_vram_gib": peak, "first_s": first}
+    return {"it_per_s": max(rate for _, rate in timings), "image_s": min(seconds for seconds, _ in timings),
+            "peak_vram_gib": peak, "first_s": first}
 
 
 def _passes(device: torch.device, compile_modes: list[str]) -> list[tuple[str, list[dict]]]:
@@ -164,7 +220,7 @@ def _measure_case(model, case: dict, size: int, steps: int, repeats: int) -> dic
             network.to("cpu")
         offload.apply(model, case["offload"], model.device)
     try:
-        return measure(lambda n: _generate(model, size, n), model.device, steps, repeats)
+        return measure(_easel(model, size), model.device, steps, repeats)
     finally:
         shared.opts.set("unet_compile", "Off")
         shared.opts.set("live_previews_enable", True)
@@ -224,7 +280,7 @@ def main() -> None:
     parser.add_argument("--compile", nargs="*", default=None, metavar="MODE",
                         help="unet_compile modes to add as SD1.5 rows (default on CUDA: Inductor and "
                              "Inductor + CUDA graphs; none on CPU)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each image length (fastest kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed images per row (the fastest kept)")
     parser.add_argument("--json", help="also write the results here, after every row")
     args = parser.parse_args()
     device = torch.device(args.device)
