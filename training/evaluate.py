@@ -46,7 +46,7 @@ def load_demo_model(path=DEMO_MODEL, dtype=torch.float32, device: str = "cpu"):
 
 
 def generate(model, prompts, seed: int = 1000, negative_prompt="", cfg_scale: float = 7.0, steps: int = 20,
-             sampler_name: str = "Euler a", batch_size: int = 8) -> list[Image.Image]:
+             sampler_name: str = "Euler a", batch_size: int = 8, scheduler: str | None = None) -> list[Image.Image]:
     """Images for `prompts` (seeds seed, seed+1, ...) through process_images, nothing saved."""
     from modules.processing import StableDiffusionProcessingTxt2Img, process_images
 
@@ -58,7 +58,7 @@ def generate(model, prompts, seed: int = 1000, negative_prompt="", cfg_scale: fl
         p = StableDiffusionProcessingTxt2Img(
             prompt=chunk, negative_prompt=[negatives] * len(chunk) if isinstance(negatives, str) else negatives,
             seed=seed + start, steps=steps, cfg_scale=cfg_scale, width=64, height=64, sampler_name=sampler_name,
-            batch_size=len(chunk), n_iter=1, sd_model=model, do_not_save_samples=True, do_not_save_grid=True)
+            scheduler=scheduler, batch_size=len(chunk), n_iter=1, sd_model=model, do_not_save_samples=True, do_not_save_grid=True)
         images.extend(process_images(p).images)
     return images
 
@@ -149,12 +149,14 @@ def judge_accuracy_on_ground_truth(count: int = 300, seed: int = 123, degrade: b
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(model, prompts: list[dict], seed: int = 1000, batch_size: int = 8, progress=True) -> list[dict]:
+def evaluate(model, prompts: list[dict], seed: int = 1000, batch_size: int = 8, progress=True,
+             scheduler: str | None = None) -> list[dict]:
     rows = []
     texts = [p["prompt"] for p in prompts]
     started = time.time()
     for start in range(0, len(texts), batch_size):
-        images = generate(model, texts[start:start + batch_size], seed=seed + start, batch_size=batch_size)
+        images = generate(model, texts[start:start + batch_size], seed=seed + start, batch_size=batch_size,
+                          scheduler=scheduler)
         for entry, image in zip(prompts[start:start + batch_size], images):
             result = judge.judge(image, parse_prompt_meta(entry["prompt"]))
             rows.append({**entry, "image": image, "result": result})
@@ -232,6 +234,7 @@ def main(argv=None):
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                     help="the model's dtype, as the precision setting chooses it (fp16: what Easel uses on CUDA)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to check adherence on a GPU")
+    ap.add_argument("--schedule", default=None, help="schedule type for Euler a (default: Automatic)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     prompts = build_prompts()
@@ -242,11 +245,11 @@ def main(argv=None):
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
-    rows = evaluate(model, prompts)
+    rows = evaluate(model, prompts, scheduler=args.schedule)
     seconds = time.time() - started
     summary = summarize(rows)
     report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
-                           f"{args.device} {args.precision}")
+                           f"{args.device} {args.precision}" + (f", schedule {args.schedule}" if args.schedule else ""))
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.caption_heads import CaptionHeads, caption_labels
 from training.shapes_dataset import ShapesDataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,7 +254,8 @@ def sample_timesteps(count: int, gen, high_share: float, high_from: int) -> torc
     return torch.where(pick_high, high, uniform)
 
 
-def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args):
+def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None):
+    """(weighted loss, mean raw diffusion loss, caption-attribute loss or None) of one U-Net batch."""
     b = x.shape[0]
     drop = torch.rand(b, generator=gen) < args.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -270,11 +272,17 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
     target = diffusion_target(latents, noise, a, args.prediction)
     with _autocast():
-        cond = encode_text(text_encoder, tokenizer, captions)
-        pred = unet(noisy, t, encoder_hidden_states=cond).sample.float()
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                        return_tensors="pt").input_ids.to(text_encoder.device)
+        encoded = text_encoder(ids)   # as encode_text, keeping the pooled output for the caption heads
+        pred = unet(noisy, t, encoder_hidden_states=encoded.last_hidden_state).sample.float()
     snr = alphas[t] / (1 - alphas[t])
     per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
-    return (per * loss_weight(snr, args.prediction, args.min_snr_gamma, args.min_snr_floor)).mean(), per.mean()
+    loss = (per * loss_weight(snr, args.prediction, args.min_snr_gamma, args.min_snr_floor)).mean()
+    if heads is None:
+        return loss, per.mean(), None
+    caption_loss = heads.loss(encoded.pooler_output, caption_labels(captions))
+    return loss + args.caption_loss_weight * caption_loss, per.mean(), caption_loss
 
 
 # ---------------------------------------------------------------- checkpointing
@@ -353,8 +361,11 @@ def run(args):
     ds = ShapesDataset(seed=args.seed)
     alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
+    # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
+    heads = CaptionHeads(text_encoder.config.hidden_size).to(_DEVICE) if args.caption_loss_weight > 0 else None
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
-    opt = torch.optim.AdamW(te_unet_params, lr=args.lr, weight_decay=0.01, fused=True)
+    opt = torch.optim.AdamW(te_unet_params + (list(heads.parameters()) if heads else []), lr=args.lr,
+                            weight_decay=0.01, fused=True)
     ema = EMA(te_unet_params, args.ema_decay)
     state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scaling_factor": None, "vae_rec_l1": None}
 
@@ -364,6 +375,8 @@ def run(args):
             raise ValueError(f"checkpoint {ckpt_path} was trained with seed {ck['args']['seed']}, not {args.seed}")
         unet.load_state_dict(ck["unet"]); vae.load_state_dict(ck["vae"])
         text_encoder.load_state_dict(ck["text_encoder"])
+        if heads is not None:
+            heads.load_state_dict(ck["caption_heads"])
         opt_vae.load_state_dict(ck["opt_vae"]); opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]
         state = ck["state"]
@@ -378,7 +391,8 @@ def run(args):
         save_checkpoint(ckpt_path, {
             "args": vars(args), "state": state, "unet": unet.state_dict(), "vae": vae.state_dict(),
             "text_encoder": text_encoder.state_dict(), "opt_vae": opt_vae.state_dict(),
-            "opt": opt.state_dict(), "ema": ema.shadow})
+            "opt": opt.state_dict(), "ema": ema.shadow,
+            **({"caption_heads": heads.state_dict()} if heads is not None else {})})
 
     run_start = time.time() - state["elapsed"]
     last_ckpt = time.time()
@@ -452,14 +466,20 @@ def run(args):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
-            loss, raw = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args)
+            loss, raw, caption_loss = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args,
+                                                heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(te_unet_params, 1.0)
+            if heads is None:
+                torch.nn.utils.clip_grad_norm_(te_unet_params, 1.0)
+            else:   # clipped apart, so the caption loss's gradient cannot shrink the U-Net's steps
+                torch.nn.utils.clip_grad_norm_(list(unet.parameters()), 1.0)
+                torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()) + list(heads.parameters()), 1.0)
             opt.step()
             ema.update(te_unet_params, step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
-            writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"])
+            writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
+                            + ([f"{caption_loss.item():.4f}"] if caption_loss is not None else []))
             state["step"] = step + 1
             state["elapsed"] = time.time() - run_start
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
@@ -485,6 +505,7 @@ def run(args):
                "prediction": args.prediction, "zero_terminal_snr": args.zero_terminal_snr,
                "terminal_signal": args.terminal_signal,
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
+               "caption_loss_weight": args.caption_loss_weight,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -534,6 +555,9 @@ def parse_args(argv=None):
     p.add_argument("--vae-from", default="",
                    help="reuse the frozen VAE of an earlier run's checkpoint.pt (same seed and VAE recipe: "
                         "phase 1 is deterministic, so this skips identical work)")
+    p.add_argument("--caption-loss-weight", type=float, default=0.0,
+                   help="weight of the caption-attribute classifiers on the text encoder's pooled output "
+                        "(training/caption_heads.py; 0: none, the shipped recipe)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)

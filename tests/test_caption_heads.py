@@ -1,0 +1,38 @@
+"""The caption-attribute classifiers that teach the demo text encoder to tell position words apart."""
+import torch
+
+from training.caption_heads import CLASSES, CaptionHeads, caption_labels
+from training.train_demo import parse_args
+
+
+def test_labels_are_what_the_caption_names_and_none_for_the_rest():
+    labels = caption_labels(["a small red circle in the top left", "a blue star and a green ring", ""])
+    named = {name: [CLASSES[name][i] for i in values.tolist()] for name, values in labels.items()}
+    assert named["position"] == ["top left", "none", "none"]          # "top left", not "top" or "left"
+    assert named["colour"] == ["red", "blue", "none"] and named["shape"] == ["circle", "star", "none"]
+    assert named["colour2"] == ["none", "green", "none"] and named["shape2"] == ["none", "ring", "none"]
+    assert named["size"] == ["small", "none", "none"]
+    assert caption_labels(["a red circle on a blue background"])["background"].item() == \
+        CLASSES["background"].index("blue")
+
+
+def test_the_heads_learn_to_read_position_from_a_pooled_state():
+    """Gradient reaches the encoder side: a trainable input separates the classes within a few steps."""
+    torch.manual_seed(0)
+    captions = ["a red circle in the left", "a red circle in the right"]
+    labels = caption_labels(captions)
+    pooled = torch.zeros(2, 16, requires_grad=True)
+    heads = CaptionHeads(16)
+    optimizer = torch.optim.Adam([pooled, *heads.parameters()], lr=0.1)
+    first = heads.loss(pooled, labels)
+    for _ in range(50):
+        optimizer.zero_grad()
+        heads.loss(pooled, labels).backward()
+        optimizer.step()
+    assert heads.loss(pooled, labels) < first * 0.2
+    predicted = heads.heads["position"](pooled).argmax(-1).tolist()
+    assert [CLASSES["position"][i] for i in predicted] == ["left", "right"]
+
+
+def test_the_shipped_recipe_has_no_caption_loss():
+    assert parse_args([]).caption_loss_weight == 0.0
