@@ -1,9 +1,9 @@
 """Auxiliary caption-attribute classifiers on the demo text encoder (training only, never exported).
 
 Why: the text encoder is trained from scratch, and it only learns to tell
-words apart where the U-Net's loss asks it to. In the shipped demo model the
-final hidden states of "a red circle in the left" and "... in the right"
-differ by 2% (relative norm), against 38% for "red" / "blue" and 9% for
+words apart where the U-Net's loss asks it to. In the previous demo model
+(run demo4, trained without these classifiers) the final hidden states of "a red circle in the left" and "... in the right"
+differ by 2% (relative norm), against 39% for "red" / "blue" and 12% for
 "circle" / "square": the position words reach the U-Net as near-identical
 conditioning, so the U-Net has nothing to follow, and it never starts to
 follow them because nothing pushes the words apart (position accuracy 7%).
@@ -14,7 +14,8 @@ Real Stable Diffusion gets a text encoder that already separates such words
 and shape (first and second object), size, position, background colour.
 Its cross-entropy, weighted, is added to the diffusion loss. The labels
 come from the caption text itself (`parse_prompt_meta`, the evaluator's
-parser), so they are exactly what the words say.
+parser), so they are exactly what the words say. With weight 0.1 the
+shipped model (run demo8) follows 98% of position words (docs/demo-model.md).
 """
 from __future__ import annotations
 
