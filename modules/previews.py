@@ -20,11 +20,6 @@ def _cheap_pixels(latent: torch.Tensor, latent_rgb_factors) -> torch.Tensor:
     return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def cheap_preview(latent: torch.Tensor, latent_rgb_factors) -> Image.Image:
-    """latent (C, H, W) -> RGB image at latent resolution via the family's linear map."""
-    return Image.fromarray(np.ascontiguousarray(_cheap_pixels(latent, latent_rgb_factors).cpu().numpy()), "RGB")
-
-
 class PendingPreview:
     """A cheap preview whose pixels are on their way to the CPU.
 
@@ -131,5 +126,5 @@ def make_preview(model, latent: torch.Tensor, method: str) -> Image.Image | None
     if method == "Full":
         return tensor_to_images(decode_latents(model, latent[None]))[0]
     if method == "Approx cheap":
-        return cheap_preview(latent, model.family.latent_rgb_factors)
+        return PendingPreview(latent, model.family.latent_rgb_factors).image()   # at once: waits for the copy
     return None

@@ -87,12 +87,13 @@ def build_models(seed: int):
     return unet, vae, text_encoder
 
 
-def encode_text(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
+def encode_text(text_encoder, tokenizer, captions: list[str]):
     """SD1 style, exactly as Easel encodes at inference: BOS, tokens, EOS padded
-    with EOS to 77; final-layer-norm hidden states."""
+    with EOS to 77. The U-Net reads `last_hidden_state` (final-layer-norm hidden
+    states); the caption heads read `pooler_output`."""
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                     return_tensors="pt").input_ids.to(text_encoder.device)
-    return text_encoder(ids).last_hidden_state
+    return text_encoder(ids)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -276,9 +277,7 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
     target = diffusion_target(latents, noise, a, args.prediction)
     with _autocast():
-        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                        return_tensors="pt").input_ids.to(text_encoder.device)
-        encoded = text_encoder(ids)   # as encode_text, keeping the pooled output for the caption heads
+        encoded = encode_text(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=encoded.last_hidden_state).sample.float()
     snr = alphas[t] / (1 - alphas[t])
     per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
@@ -370,6 +369,10 @@ def run(args):
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + (list(heads.parameters()) if heads else []), lr=args.lr,
                             weight_decay=0.01, fused=True)
+    # with caption heads, the U-Net and the text side are clipped apart, so the caption loss's
+    # gradient cannot shrink the U-Net's steps
+    clip_groups = [te_unet_params] if heads is None else [
+        list(unet.parameters()), list(text_encoder.parameters()) + list(heads.parameters())]
     ema = EMA(te_unet_params, args.ema_decay)
     state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scaling_factor": None, "vae_rec_l1": None}
 
@@ -474,11 +477,8 @@ def run(args):
                                                 heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if heads is None:
-                torch.nn.utils.clip_grad_norm_(te_unet_params, 1.0)
-            else:   # clipped apart, so the caption loss's gradient cannot shrink the U-Net's steps
-                torch.nn.utils.clip_grad_norm_(list(unet.parameters()), 1.0)
-                torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()) + list(heads.parameters()), 1.0)
+            for group in clip_groups:
+                torch.nn.utils.clip_grad_norm_(group, 1.0)
             opt.step()
             ema.update(te_unet_params, step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
