@@ -37,3 +37,22 @@ def test_the_heads_learn_to_read_position_from_a_pooled_state():
 def test_the_shipped_recipe_trains_the_caption_heads():
     args = parse_args([])
     assert args.caption_loss_weight == 0.1 and args.unet_steps == 3600   # the run that shipped (docs/demo-model.md)
+    assert args.noun_colour_weight == 0.1
+
+
+def test_noun_colour_targets_label_each_noun_with_the_colour_word_before_it():
+    from training.caption_heads import IGNORE, NounColourHead
+    from training.shapes_dataset import BACKGROUND_COLOURS
+    from training.train_demo import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    head = NounColourHead(16, tokenizer)
+    captions = ["a cyan star and a red ring on a gray background", "a small square, blue", ""]
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    targets = head.targets(ids)
+    names = list(BACKGROUND_COLOURS)
+    named = [[names[i] for i in row if i != IGNORE] for row in targets.tolist()]
+    assert named == [["cyan", "red", "gray"], [], []]   # "cyan" is two BPE tokens; colour after the noun: none
+    states = torch.zeros(3, 77, 16, requires_grad=True)
+    head.loss(states, ids).backward()
+    assert states.grad[0].abs().sum() > 0 and states.grad[1:].abs().sum() == 0

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.caption_heads import CaptionHeads, caption_labels
+from training.caption_heads import CaptionHeads, NounColourHead, caption_labels
 from training.shapes_dataset import ShapesDataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,12 +88,13 @@ def build_models(seed: int):
 
 
 def encode_text(text_encoder, tokenizer, captions: list[str]):
-    """SD1 style, exactly as Easel encodes at inference: BOS, tokens, EOS padded
-    with EOS to 77. The U-Net reads `last_hidden_state` (final-layer-norm hidden
-    states); the caption heads read `pooler_output`."""
+    """(token ids, encoder output), SD1 style, exactly as Easel encodes at inference: BOS,
+    tokens, EOS padded with EOS to 77. The U-Net reads `last_hidden_state` (final-layer-norm
+    hidden states); the caption heads read `pooler_output`, the noun-colour head the
+    per-token states at the ids it labels."""
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                     return_tensors="pt").input_ids.to(text_encoder.device)
-    return text_encoder(ids)
+    return ids, text_encoder(ids)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -259,8 +260,8 @@ def sample_timesteps(count: int, gen, high_share: float, high_from: int) -> torc
     return torch.where(pick_high, high, uniform)
 
 
-def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None):
-    """(weighted loss, mean raw diffusion loss, caption-attribute loss or None) of one U-Net batch."""
+def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None, noun_head=None):
+    """(weighted loss, mean raw diffusion loss, {classifier name: loss}) of one U-Net batch."""
     b = x.shape[0]
     drop = torch.rand(b, generator=gen) < args.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -277,15 +278,19 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
     target = diffusion_target(latents, noise, a, args.prediction)
     with _autocast():
-        encoded = encode_text(text_encoder, tokenizer, captions)
+        ids, encoded = encode_text(text_encoder, tokenizer, captions)
         pred = unet(noisy, t, encoder_hidden_states=encoded.last_hidden_state).sample.float()
     snr = alphas[t] / (1 - alphas[t])
     per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
     loss = (per * loss_weight(snr, args.prediction, args.min_snr_gamma, args.min_snr_floor)).mean()
-    if heads is None:
-        return loss, per.mean(), None
-    caption_loss = heads.loss(encoded.pooler_output, caption_labels(captions))
-    return loss + args.caption_loss_weight * caption_loss, per.mean(), caption_loss
+    side = {}
+    if heads is not None:
+        side["caption"] = heads.loss(encoded.pooler_output, caption_labels(captions))
+        loss = loss + args.caption_loss_weight * side["caption"]
+    if noun_head is not None:
+        side["noun_colour"] = noun_head.loss(encoded.last_hidden_state, ids)
+        loss = loss + args.noun_colour_weight * side["noun_colour"]
+    return loss, per.mean(), side
 
 
 # ---------------------------------------------------------------- checkpointing
@@ -366,13 +371,16 @@ def run(args):
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
     heads = CaptionHeads(text_encoder.config.hidden_size).to(_DEVICE) if args.caption_loss_weight > 0 else None
+    noun_head = (NounColourHead(text_encoder.config.hidden_size, tokenizer).to(_DEVICE)
+                 if args.noun_colour_weight > 0 else None)
+    side_params = [p for module in (heads, noun_head) if module is not None for p in module.parameters()]
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
-    opt = torch.optim.AdamW(te_unet_params + (list(heads.parameters()) if heads else []), lr=args.lr,
+    opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
     # with caption heads, the U-Net and the text side are clipped apart, so the caption loss's
     # gradient cannot shrink the U-Net's steps
-    clip_groups = [te_unet_params] if heads is None else [
-        list(unet.parameters()), list(text_encoder.parameters()) + list(heads.parameters())]
+    clip_groups = [te_unet_params] if not side_params else [
+        list(unet.parameters()), list(text_encoder.parameters()) + side_params]
     ema = EMA(te_unet_params, args.ema_decay)
     state = {"phase": "vae", "step": 0, "elapsed": 0.0, "scaling_factor": None, "vae_rec_l1": None}
 
@@ -384,6 +392,8 @@ def run(args):
         text_encoder.load_state_dict(ck["text_encoder"])
         if heads is not None:
             heads.load_state_dict(ck["caption_heads"])
+        if noun_head is not None:
+            noun_head.load_state_dict(ck["noun_colour_head"])
         opt_vae.load_state_dict(ck["opt_vae"]); opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]
         state = ck["state"]
@@ -399,7 +409,8 @@ def run(args):
             "args": vars(args), "state": state, "unet": unet.state_dict(), "vae": vae.state_dict(),
             "text_encoder": text_encoder.state_dict(), "opt_vae": opt_vae.state_dict(),
             "opt": opt.state_dict(), "ema": ema.shadow,
-            **({"caption_heads": heads.state_dict()} if heads is not None else {})})
+            **({"caption_heads": heads.state_dict()} if heads is not None else {}),
+            **({"noun_colour_head": noun_head.state_dict()} if noun_head is not None else {})})
 
     run_start = time.time() - state["elapsed"]
     last_ckpt = time.time()
@@ -473,8 +484,8 @@ def run(args):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
-            loss, raw, caption_loss = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args,
-                                                heads)
+            loss, raw, side = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args,
+                                        heads, noun_head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for group in clip_groups:
@@ -483,7 +494,7 @@ def run(args):
             ema.update(te_unet_params, step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
             writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
-                            + ([f"{caption_loss.item():.4f}"] if caption_loss is not None else []))
+                            + [f"{value.item():.4f}" for value in side.values()])  # caption, then noun colour
             state["step"] = step + 1
             state["elapsed"] = time.time() - run_start
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
@@ -509,7 +520,7 @@ def run(args):
                "prediction": args.prediction, "zero_terminal_snr": args.zero_terminal_snr,
                "terminal_signal": args.terminal_signal,
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
-               "caption_loss_weight": args.caption_loss_weight,
+               "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -563,6 +574,10 @@ def parse_args(argv=None):
                    help="weight of the caption-attribute classifiers on the text encoder's pooled output "
                         "(training/caption_heads.py; 0 turns them off, as in the previous recipe, whose model "
                         "followed 7%% of position words against 98%% with them)")
+    p.add_argument("--noun-colour-weight", type=float, default=0.1,
+                   help="weight of the noun-colour classifier on per-token states (training/caption_heads.py: "
+                        "each shape noun or 'background' names the colour word before it; 0 turns it off, "
+                        "as in run demo8)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
