@@ -1,11 +1,12 @@
 """Easel's generation path against a plain diffusers pipeline on the same model, plus
-the cost of live previews and the launch-to-page time.
+the cost of live previews, the launch-to-page time and launch to first image.
 
     venv/bin/python -m benchmarks.bench_generation [--ckpt models/Stable-diffusion/easel-demo.safetensors]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -74,22 +75,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_to_page_seconds() -> float:
+def _wait_for_page(port: int, started: float) -> float:
+    while time.perf_counter() - started < 120:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("page did not answer within 120 s")
+
+
+def launch_seconds(steps: int, size: int) -> dict[str, float]:
+    """Start app.py --api on a fresh data folder; time the page, then a first and a second
+    txt2img through the HTTP API (the first waits for the background model load)."""
     port = free_port()
     data = tempfile.mkdtemp()
     env = dict(os.environ, COMMANDLINE_ARGS="")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", data], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "app.py", "--api", "--port", str(port), "--data-dir", data],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = json.dumps({"prompt": "a red circle", "steps": steps, "seed": 1, "sampler_name": "Euler a",
+                       "cfg_scale": 7, "width": size, "height": size}).encode()
+
+    def txt2img() -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/sdapi/v1/txt2img", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            if not json.loads(response.read()).get("images"):
+                raise RuntimeError("txt2img answered without an image")
+
     try:
-        while time.perf_counter() - started < 120:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("page did not answer within 120 s")
+        times = {"page": _wait_for_page(port, started)}
+        txt2img()
+        times["first image"] = time.perf_counter() - started
+        again = time.perf_counter()
+        txt2img()
+        times["next image (round trip)"] = time.perf_counter() - again
+        return times
     finally:
         proc.terminate()
         proc.wait(10)
@@ -118,8 +141,12 @@ def main() -> None:
             for name, t in times.items()]
     print_table(f"{model.checkpoint.name} ({model.family.id}), {size}x{size}, {args.steps} steps, CFG 7, "
                 f"{torch.get_num_threads()} threads", ["run", "s/image", "ms/step", "vs diffusers", "vs previews off"], rows)
-    launch = launch_to_page_seconds()
-    print_table("Launch to page", ["what", "seconds"], [["app.py start -> GET / 200", f"{launch:.2f}"]])
+    launch = launch_seconds(args.steps, size)
+    print_table(f"Launch (app.py --api, fresh data folder, {args.steps}-step {size}x{size} txt2img over HTTP)",
+                ["what", "seconds"],
+                [["app.py start -> GET / 200", f"{launch['page']:.2f}"],
+                 ["app.py start -> first image returned", f"{launch['first image']:.2f}"],
+                 ["second image, request to response", f"{launch['next image (round trip)']:.2f}"]])
 
 
 if __name__ == "__main__":

@@ -574,10 +574,10 @@ def parse_args(argv=None):
                    help="weight of the caption-attribute classifiers on the text encoder's pooled output "
                         "(training/caption_heads.py; 0 turns them off, as in the previous recipe, whose model "
                         "followed 7%% of position words against 98%% with them)")
-    p.add_argument("--noun-colour-weight", type=float, default=0.1,
+    p.add_argument("--noun-colour-weight", type=float, default=0.0,
                    help="weight of the noun-colour classifier on per-token states (training/caption_heads.py: "
-                        "each shape noun or 'background' names the colour word before it; 0 turns it off, "
-                        "as in run demo8)")
+                        "each shape noun or 'background' names the colour word before it). Off in the shipped "
+                        "recipe: run demo9 (0.1) gained colour and background but lost shape (docs/demo-model.md)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
