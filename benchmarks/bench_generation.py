@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import median_seconds, print_table
+from tests.browser_helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,12 +67,6 @@ def diffusers_run(model, steps: int, size: int):
         pipe("a red circle", num_inference_steps=steps, guidance_scale=7.0, height=size, width=size,
              generator=torch.Generator().manual_seed(1))
     return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_page(port: int, started: float) -> float:

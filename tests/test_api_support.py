@@ -16,7 +16,6 @@ import base64
 import io
 import os
 import shutil
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+from tests.browser_helpers import free_port  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -95,12 +96,6 @@ def decode_png(b64: str):
     image = Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
     image.load()
     return image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -377,8 +377,8 @@ def run(args):
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
-    # with caption heads, the U-Net and the text side are clipped apart, so the caption loss's
-    # gradient cannot shrink the U-Net's steps
+    # with classifiers on the text side, the U-Net and the text side are clipped apart, so the
+    # classifiers' gradient cannot shrink the U-Net's steps
     clip_groups = [te_unet_params] if not side_params else [
         list(unet.parameters()), list(text_encoder.parameters()) + side_params]
     ema = EMA(te_unet_params, args.ema_decay)
