@@ -38,6 +38,7 @@ def test_the_shipped_recipe_trains_the_caption_heads():
     args = parse_args([])
     assert args.caption_loss_weight == 0.1 and args.unet_steps == 3600   # the run that shipped (docs/demo-model.md)
     assert args.noun_colour_weight == 0.0   # tried in run demo9, not shipped (docs/demo-model.md)
+    assert args.noun_identity_weight == 0.0
 
 
 def test_noun_colour_targets_label_each_noun_with_the_colour_word_before_it():
@@ -56,3 +57,18 @@ def test_noun_colour_targets_label_each_noun_with_the_colour_word_before_it():
     states = torch.zeros(3, 77, 16, requires_grad=True)
     head.loss(states, ids).backward()
     assert states.grad[0].abs().sum() > 0 and states.grad[1:].abs().sum() == 0
+
+
+def test_noun_identity_targets_label_every_noun_with_itself():
+    from training.caption_heads import IGNORE, NOUNS, NounIdentityHead
+    from training.train_demo import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    head = NounIdentityHead(16, tokenizer)
+    captions = ["a cyan star and a red ring on a gray background", "a small square, blue", "a red car"]
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    named = [[NOUNS[i] for i in row if i != IGNORE] for row in head.targets(ids).tolist()]
+    assert named == [["star", "ring", "background"], ["square"], []]   # with or without a colour before it
+    states = torch.zeros(3, 77, 16, requires_grad=True)
+    head.loss(states, ids).backward()
+    assert states.grad[:2].abs().sum() > 0 and states.grad[2].abs().sum() == 0

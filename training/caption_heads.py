@@ -27,6 +27,13 @@ colour word right before it, so the colour stays bound to the noun the U-Net
 attends to for that region. Run demo9 (weight 0.1) restored the binding and
 gained colour (86% -> 91%) and background (77% -> 84%) but lost shape
 (79% -> 69%), so the shipped recipe leaves it off (docs/demo-model.md).
+
+Why shape fell: in demo9 the noun state became mostly its colour. "circle" in
+"a red circle" and "square" in "a red square" differed by 0.18 (relative
+norm) against 0.90 in demo8, so the U-Net got little to tell the shapes by.
+The noun-identity classifier (`NounIdentityHead`) asks every noun state to
+still name its own noun, so the colour is added to the noun rather than
+written over it.
 """
 from __future__ import annotations
 
@@ -73,16 +80,32 @@ class CaptionHeads(torch.nn.Module):
         return torch.stack(losses).mean()
 
 
+NOUNS = (*SHAPES, "background")
+
+
+def _word_ids(tokenizer, word: str) -> tuple[int, ...]:
+    return tuple(tokenizer(word, add_special_tokens=False).input_ids)
+
+
+def _token_loss(classifier: torch.nn.Linear, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled tokens (0 when the batch has none)."""
+    targets = targets.to(states.device)
+    picked = targets != IGNORE
+    if not picked.any():
+        return states.sum() * 0.0
+    return F.cross_entropy(classifier(states[picked].float()), targets[picked])
+
+
 class NounColourHead(torch.nn.Module):
     """A linear classifier over per-token states: each shape noun or "background" that
     directly follows a colour word must name that colour (other tokens are ignored)."""
 
-    NOUNS = (*SHAPES, "background")
+    NOUNS = NOUNS
 
     def __init__(self, width: int, tokenizer):
         super().__init__()
         self.classifier = torch.nn.Linear(width, len(BACKGROUND_COLOURS))
-        ids = lambda word: tuple(tokenizer(word, add_special_tokens=False).input_ids)  # noqa: E731
+        ids = lambda word: _word_ids(tokenizer, word)  # noqa: E731
         self._nouns = {ids(noun)[-1] for noun in self.NOUNS}
         # some colours are several BPE tokens ("cyan" is "cy" + "an"): match the whole run
         self._colours = [(ids(name), index) for index, name in enumerate(BACKGROUND_COLOURS)]
@@ -104,8 +127,23 @@ class NounColourHead(torch.nn.Module):
 
     def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the labelled nouns (0 when the batch has none)."""
-        targets = self.targets(ids).to(states.device)
-        picked = targets != IGNORE
-        if not picked.any():
-            return states.sum() * 0.0
-        return F.cross_entropy(self.classifier(states[picked].float()), targets[picked])
+        return _token_loss(self.classifier, states, self.targets(ids))
+
+
+class NounIdentityHead(torch.nn.Module):
+    """A linear classifier over per-token states: each shape noun or "background" must
+    name itself, so that a colour pulled into its state does not erase which noun it is."""
+
+    def __init__(self, width: int, tokenizer):
+        super().__init__()
+        self.classifier = torch.nn.Linear(width, len(NOUNS))
+        # a noun's last BPE token stands for it (all of them are one token today)
+        self._index = {_word_ids(tokenizer, noun)[-1]: index for index, noun in enumerate(NOUNS)}
+
+    def targets(self, ids: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens) noun index at every noun token, IGNORE elsewhere."""
+        return torch.tensor([[self._index.get(token, IGNORE) for token in row] for row in ids.tolist()],
+                            dtype=torch.long)
+
+    def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return _token_loss(self.classifier, states, self.targets(ids))

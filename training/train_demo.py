@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.caption_heads import CaptionHeads, NounColourHead, caption_labels
+from training.caption_heads import CaptionHeads, NounColourHead, NounIdentityHead, caption_labels
 from training.shapes_dataset import ShapesDataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,7 +260,8 @@ def sample_timesteps(count: int, gen, high_share: float, high_from: int) -> torc
     return torch.where(pick_high, high, uniform)
 
 
-def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None, noun_head=None):
+def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None, noun_head=None,
+              identity_head=None):
     """(weighted loss, mean raw diffusion loss, {classifier name: loss}) of one U-Net batch."""
     b = x.shape[0]
     drop = torch.rand(b, generator=gen) < args.caption_dropout
@@ -290,6 +291,9 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     if noun_head is not None:
         side["noun_colour"] = noun_head.loss(encoded.last_hidden_state, ids)
         loss = loss + args.noun_colour_weight * side["noun_colour"]
+    if identity_head is not None:
+        side["noun_identity"] = identity_head.loss(encoded.last_hidden_state, ids)
+        loss = loss + args.noun_identity_weight * side["noun_identity"]
     return loss, per.mean(), side
 
 
@@ -373,7 +377,9 @@ def run(args):
     heads = CaptionHeads(text_encoder.config.hidden_size).to(_DEVICE) if args.caption_loss_weight > 0 else None
     noun_head = (NounColourHead(text_encoder.config.hidden_size, tokenizer).to(_DEVICE)
                  if args.noun_colour_weight > 0 else None)
-    side_params = [p for module in (heads, noun_head) if module is not None for p in module.parameters()]
+    identity_head = (NounIdentityHead(text_encoder.config.hidden_size, tokenizer).to(_DEVICE)
+                     if args.noun_identity_weight > 0 else None)
+    side_params = [p for module in (heads, noun_head, identity_head) if module is not None for p in module.parameters()]
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
@@ -394,6 +400,8 @@ def run(args):
             heads.load_state_dict(ck["caption_heads"])
         if noun_head is not None:
             noun_head.load_state_dict(ck["noun_colour_head"])
+        if identity_head is not None:
+            identity_head.load_state_dict(ck["noun_identity_head"])
         opt_vae.load_state_dict(ck["opt_vae"]); opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]
         state = ck["state"]
@@ -410,7 +418,8 @@ def run(args):
             "text_encoder": text_encoder.state_dict(), "opt_vae": opt_vae.state_dict(),
             "opt": opt.state_dict(), "ema": ema.shadow,
             **({"caption_heads": heads.state_dict()} if heads is not None else {}),
-            **({"noun_colour_head": noun_head.state_dict()} if noun_head is not None else {})})
+            **({"noun_colour_head": noun_head.state_dict()} if noun_head is not None else {}),
+            **({"noun_identity_head": identity_head.state_dict()} if identity_head is not None else {})})
 
     run_start = time.time() - state["elapsed"]
     last_ckpt = time.time()
@@ -485,7 +494,7 @@ def run(args):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
             loss, raw, side = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args,
-                                        heads, noun_head)
+                                        heads, noun_head, identity_head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for group in clip_groups:
@@ -494,7 +503,7 @@ def run(args):
             ema.update(te_unet_params, step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
             writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
-                            + [f"{value.item():.4f}" for value in side.values()])  # caption, then noun colour
+                            + [f"{value.item():.4f}" for value in side.values()])  # caption, noun colour, noun identity
             state["step"] = step + 1
             state["elapsed"] = time.time() - run_start
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
@@ -521,6 +530,7 @@ def run(args):
                "terminal_signal": args.terminal_signal,
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
                "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
+               "noun_identity_weight": args.noun_identity_weight,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -578,6 +588,10 @@ def parse_args(argv=None):
                    help="weight of the noun-colour classifier on per-token states (training/caption_heads.py: "
                         "each shape noun or 'background' names the colour word before it). Off in the shipped "
                         "recipe: run demo9 (0.1) gained colour and background but lost shape (docs/demo-model.md)")
+    p.add_argument("--noun-identity-weight", type=float, default=0.0,
+                   help="weight of the noun-identity classifier on per-token states (training/caption_heads.py: "
+                        "each shape noun or 'background' names itself), which keeps the shape in a noun state "
+                        "that the noun-colour classifier also pulls the colour into")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
