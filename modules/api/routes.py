@@ -178,8 +178,11 @@ async def run_generation(req, check, label: str, parameters: dict, request: Requ
 
     If the client disconnects while waiting, its job is withdrawn (see `wait_for`).
     """
+    # Checking and encoding run in a worker thread: the first check imports torch, which
+    # waits for the model loader's own import, and large PNGs take a while to encode;
+    # on the event loop either would stall every other request (the page's progress polls).
     try:
-        p = check(req)
+        p = await asyncio.to_thread(check, req)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc))
     try:
@@ -191,7 +194,8 @@ async def run_generation(req, check, label: str, parameters: dict, request: Requ
         return JSONResponse(status_code=499, content={"detail": f"client disconnected; job {job.id} withdrawn"})
     raise_for_job(job)
     result = job.result
-    images = ([image_input.encode_png(img, text) for img, text in zip(result.images, result.infotexts)]
+    images = (await asyncio.to_thread(lambda: [image_input.encode_png(img, text)
+                                               for img, text in zip(result.images, result.infotexts)])
               if req.send_images else [])
     return {"images": images, "parameters": parameters, "info": info_json(result, job.id, p)}
 
