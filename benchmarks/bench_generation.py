@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import median_seconds, print_table
+from benchmarks.timing import interleaved_medians, print_table
 from tests.browser_helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,12 +112,37 @@ def launch_seconds(steps: int, size: int) -> dict[str, float]:
         proc.wait(10)
 
 
+# The imports the launch pays for, in the order app.py pays them: the page needs gradio;
+# the model loader then imports torch, then diffusers and transformers (modules/ml_imports.py).
+_IMPORT_TIMER = """
+import json, sys, time
+sys.path.insert(0, ".")
+marks = [time.perf_counter()]
+import gradio
+marks.append(time.perf_counter())
+import torch
+marks.append(time.perf_counter())
+from modules import ml_imports
+ml_imports.ensure()
+marks.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
+"""
+
+
+def import_seconds() -> dict[str, float]:
+    """Seconds of each import group in a fresh interpreter (one core: imports hold the GIL)."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_TIMER], cwd=ROOT, capture_output=True, text=True, check=True)
+    gradio_s, torch_s, ml_s = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"import gradio": gradio_s, "import torch": torch_s, "import diffusers + transformers": ml_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ckpt")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=0, help="image side; default the family's native size")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds; each round runs every case once")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load(args.ckpt)
@@ -128,19 +153,23 @@ def main() -> None:
         "Easel, cheap preview every step": easel_run(model, args.steps, size, "Approx cheap", 1),
         "Easel, full VAE preview every 5 steps": easel_run(model, args.steps, size, "Full", 5),
     }
-    times = {name: median_seconds(fn, repeats=3) for name, fn in runs.items()}
+    times = interleaved_medians(runs, repeats=args.repeats)
     base = times["diffusers pipeline (baseline)"]
     off = times["Easel, previews off"]
     rows = [[name, f"{t:.3f}", f"{t / args.steps * 1000:.1f}", f"{t / base:.2f}x", f"{(t / off - 1):+.1%}"]
             for name, t in times.items()]
     print_table(f"{model.checkpoint.name} ({model.family.id}), {size}x{size}, {args.steps} steps, CFG 7, "
-                f"{torch.get_num_threads()} threads", ["run", "s/image", "ms/step", "vs diffusers", "vs previews off"], rows)
+                f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds", ["run", "s/image", "ms/step", "vs diffusers", "vs previews off"], rows)
     launch = launch_seconds(args.steps, size)
     print_table(f"Launch (app.py --api, fresh data folder, {args.steps}-step {size}x{size} txt2img over HTTP)",
                 ["what", "seconds"],
                 [["app.py start -> GET / 200", f"{launch['page']:.2f}"],
                  ["app.py start -> first image returned", f"{launch['first image']:.2f}"],
                  ["second image, request to response", f"{launch['next image (round trip)']:.2f}"]])
+    imports = import_seconds()
+    print_table("Where launch time goes: imports in a fresh interpreter, in app.py's order",
+                ["import", "seconds"], [[name, f"{t:.2f}"] for name, t in imports.items()]
+                + [["all three", f"{sum(imports.values()):.2f}"]])
 
 
 if __name__ == "__main__":
