@@ -37,6 +37,21 @@ def load(ckpt: str | None):
     return sd_models.load_model(ckpt, torch.device("cpu"), torch.float32)
 
 
+def preview_seconds(model, size: int, method: str) -> float:
+    """The work one preview adds to a step, timed alone: the end-to-end difference of
+    two ~1 s images is smaller than the machine's noise."""
+    from benchmarks.timing import median_seconds
+    from modules import previews
+
+    side = size // model.family.vae_scale_factor
+    latent = torch.randn(model.family.latent_channels, side, side)
+
+    def twenty():
+        for _ in range(20):
+            previews.make_preview(model, latent, method)
+    return median_seconds(twenty, repeats=5) / 20
+
+
 def easel_run(model, steps: int, size: int, preview_type: str, every: int):
     from modules import jobs, options, processing, shared
 
@@ -160,6 +175,11 @@ def main() -> None:
             for name, t in times.items()]
     print_table(f"{model.checkpoint.name} ({model.family.id}), {size}x{size}, {args.steps} steps, CFG 7, "
                 f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds", ["run", "s/image", "ms/step", "vs diffusers", "vs previews off"], rows)
+    cheap, full = preview_seconds(model, size, "Approx cheap"), preview_seconds(model, size, "Full")
+    full_share = full * ((args.steps - 1) // 5) / off   # every 5th step, none at the last
+    print_table("Previews timed alone, against Easel's image with previews off", ["preview", "each", "share"],
+                [["Approx cheap, every step", f"{cheap * 1e3:.2f} ms", f"{cheap / (off / args.steps):.2%}"],
+                 ["Full VAE, every 5 steps", f"{full * 1e3:.2f} ms", f"{full_share:.2%}"]])
     launch = launch_seconds(args.steps, size)
     print_table(f"Launch (app.py --api, fresh data folder, {args.steps}-step {size}x{size} txt2img over HTTP)",
                 ["what", "seconds"],
