@@ -138,3 +138,30 @@ def test_a_client_that_stays_gets_its_images(served):
     release()
     thread.join(300)
     assert results["patient"].status_code == 200 and len(results["patient"].json()["images"]) == 1
+
+
+def test_other_requests_are_answered_while_a_generation_request_is_checked(served, monkeypatch):
+    """The first check imports torch and can wait seconds for the model loader; it must not
+    hold the event loop, or the page's progress polls would stall behind it."""
+    from modules.api import routes
+
+    easel, server = served
+    checking, polled = threading.Event(), threading.Event()
+    real_check = routes.check_txt2img
+
+    def slow_check(req):
+        checking.set()
+        polled.wait(30)
+        return real_check(req)
+
+    monkeypatch.setattr(routes, "check_txt2img", slow_check)
+    results = {}
+    post = background_post(f"{server.url}/sdapi/v1/txt2img", small(seed=3), results, "image")
+    try:
+        assert checking.wait(30), "the request never reached its check"
+        progress = httpx.get(f"{server.url}/sdapi/v1/progress", timeout=10)   # times out if the loop is held
+    finally:
+        polled.set()
+        post.join(120)
+    assert progress.status_code == 200
+    assert results["image"].status_code == 200 and results["image"].json()["images"]
