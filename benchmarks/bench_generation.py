@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import interleaved_medians, print_table
+from benchmarks.timing import interleaved_medians, median_seconds, print_table
 from tests.browser_helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,6 @@ def load(ckpt: str | None):
 def preview_seconds(model, size: int, method: str) -> float:
     """The work one preview adds to a step, timed alone: the end-to-end difference of
     two ~1 s images is smaller than the machine's noise."""
-    from benchmarks.timing import median_seconds
     from modules import previews
 
     side = size // model.family.vae_scale_factor

@@ -100,15 +100,12 @@ class NounColourHead(torch.nn.Module):
     """A linear classifier over per-token states: each shape noun or "background" that
     directly follows a colour word must name that colour (other tokens are ignored)."""
 
-    NOUNS = NOUNS
-
     def __init__(self, width: int, tokenizer):
         super().__init__()
         self.classifier = torch.nn.Linear(width, len(BACKGROUND_COLOURS))
-        ids = lambda word: _word_ids(tokenizer, word)  # noqa: E731
-        self._nouns = {ids(noun)[-1] for noun in self.NOUNS}
+        self._nouns = {_word_ids(tokenizer, noun)[-1] for noun in NOUNS}
         # some colours are several BPE tokens ("cyan" is "cy" + "an"): match the whole run
-        self._colours = [(ids(name), index) for index, name in enumerate(BACKGROUND_COLOURS)]
+        self._colours = [(_word_ids(tokenizer, name), index) for index, name in enumerate(BACKGROUND_COLOURS)]
 
     def targets(self, ids: torch.Tensor) -> torch.Tensor:
         """(batch, tokens) colour index for each noun that follows a colour word, IGNORE elsewhere."""
