@@ -1,4 +1,6 @@
 """The demo model's training recipe: timestep sampling is reproducible and leans on high noise as documented."""
+import json
+
 import pytest
 import torch
 
@@ -88,3 +90,51 @@ def test_terminal_signal_and_zero_terminal_snr_exclude_each_other():
     with pytest.raises(SystemExit):
         train_demo.parse_args(["--terminal-signal", "0.02", "--zero-terminal-snr"])
     assert train_demo.parse_args(["--terminal-signal", "0.02"]).terminal_signal == 0.02
+
+
+def test_vae_reuse_from_a_model_file_loads_its_vae_and_scaling_factor(tmp_path):
+    """--vae-from MODEL.safetensors: another seed's U-Net phase on the shipped model's VAE."""
+    from modules.checkpoint_export import export_original_checkpoint
+    from training import train_demo
+
+    unet, vae, text_encoder = train_demo.build_models(0)
+    path = export_original_checkpoint(unet, vae, text_encoder, tmp_path / "model.safetensors")
+    _, fresh_vae, _ = train_demo.build_models(1)
+    state = train_demo.reuse_vae_of_model(path, fresh_vae)
+    for name, tensor in vae.state_dict().items():
+        assert torch.equal(fresh_vae.state_dict()[name], tensor), name
+    family_factor = json.loads((train_demo.CONFIG_DIR / "vae" / "config.json").read_text())["scaling_factor"]
+    assert (state["phase"], state["step"], state["elapsed"]) == ("unet", 0, 0.0)
+    assert state["scaling_factor"] == pytest.approx(family_factor) and state["vae_rec_l1"] > 0
+
+
+def test_a_tiny_run_with_every_side_classifier_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """Each classifier's weights and loss column survive a checkpoint, and a rerun continues the run."""
+    from training import train_demo
+    from training.caption_heads import SIDE_HEADS
+
+    monkeypatch.setattr(train_demo, "measure_vae", lambda vae, seed: (0.25, 1.0))   # 128 images: too slow here
+    args = ["--out", str(tmp_path), "--export", "", "--batch-size", "2", "--vae-steps", "2", "--vae-full-steps", "1",
+            "--vae-batch-size", "2", "--vae-full-batch-size", "2", "--unet-steps", "3", "--noun-colour-weight", "0.1",
+            "--noun-identity-weight", "0.1", "--checkpoint-minutes", "0"]   # a checkpoint after every step
+    real_step, calls = train_demo.unet_step, []
+
+    def interrupted_at_the_second_step(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(train_demo, "unet_step", interrupted_at_the_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_demo.run(train_demo.parse_args(args))
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert (checkpoint["state"]["phase"], checkpoint["state"]["step"]) == ("unet", 1)
+    assert all(spec.checkpoint_key in checkpoint for spec in SIDE_HEADS)
+
+    monkeypatch.setattr(train_demo, "unet_step", real_step)
+    train_demo.run(train_demo.parse_args(args))   # loads every classifier's weights, runs steps 1 and 2
+    rows = [line.split(",") for line in (tmp_path / "losses.csv").read_text().splitlines() if line.startswith("unet")]
+    assert [row[1] for row in rows] == ["0", "1", "2"]
+    assert all(len(row) == 5 + len(SIDE_HEADS) for row in rows)   # caption, noun colour, noun identity
+    assert (tmp_path / "final" / "unet").is_dir()

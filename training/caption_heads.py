@@ -37,6 +37,9 @@ and still lost shape (61%), so that was not why shape fell; it ships off too.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -68,7 +71,7 @@ def caption_labels(captions: list[str]) -> dict[str, torch.Tensor]:
 class CaptionHeads(torch.nn.Module):
     """One linear classifier per attribute over the text encoder's pooled output."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, tokenizer=None):  # tokenizer unused: the labels come from the caption text
         super().__init__()
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, len(classes))
                                           for name, classes in CLASSES.items()})
@@ -78,6 +81,9 @@ class CaptionHeads(torch.nn.Module):
         losses = [F.cross_entropy(head(pooled.float()), labels[name].to(pooled.device))
                   for name, head in self.heads.items()]
         return torch.stack(losses).mean()
+
+    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        return self.loss(encoded.pooler_output, caption_labels(captions))
 
 
 NOUNS = (*SHAPES, "background")
@@ -126,6 +132,9 @@ class NounColourHead(torch.nn.Module):
         """Mean cross-entropy over the labelled nouns (0 when the batch has none)."""
         return _token_loss(self.classifier, states, self.targets(ids))
 
+    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        return self.loss(encoded.last_hidden_state, ids)
+
 
 class NounIdentityHead(torch.nn.Module):
     """A linear classifier over per-token states: each shape noun or "background" must
@@ -144,3 +153,25 @@ class NounIdentityHead(torch.nn.Module):
 
     def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return _token_loss(self.classifier, states, self.targets(ids))
+
+    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        return self.loss(encoded.last_hidden_state, ids)
+
+
+@dataclass(frozen=True)
+class SideHead:
+    """How train_demo runs one classifier: `build(width, tokenizer)` makes it, its loss
+    (`side_loss(encoded text, token ids, captions)`) times `args.<weight_arg>` joins the
+    diffusion loss when that weight is above 0."""
+    name: str             # its loss column in losses.csv
+    checkpoint_key: str   # where checkpoint.pt keeps its weights (the names earlier runs wrote)
+    weight_arg: str
+    build: Callable[[int, object], torch.nn.Module]
+
+
+# In losses.csv order.
+SIDE_HEADS = (
+    SideHead("caption", "caption_heads", "caption_loss_weight", CaptionHeads),
+    SideHead("noun_colour", "noun_colour_head", "noun_colour_weight", NounColourHead),
+    SideHead("noun_identity", "noun_identity_head", "noun_identity_weight", NounIdentityHead),
+)

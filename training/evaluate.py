@@ -185,12 +185,12 @@ def _pct(pair) -> str:
 
 
 def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: list[dict], seconds: float,
-                  model_path, device: str = "cpu fp32") -> str:
+                  model_path, device: str = "cpu fp32", seed: int = 1000) -> str:
     attrs = ["colour", "shape", "position", "size", "background"]
     groups = ["all", "seen pairs", "held-out pairs"] + sorted({r["category"] for r in rows})
     lines = ["# Demo model evaluation", "",
              f"Model: `{Path(model_path).name}`. {len(rows)} prompts, one image each, generated through "
-             f"`modules.processing.process_images` (Euler a, 20 steps, CFG 7, 64x64, seeds 1000+i, {device}), "
+             f"`modules.processing.process_images` (Euler a, 20 steps, CFG 7, 64x64, seeds {seed}+i, {device}), "
              f"judged by `training/judge.py`. Wall time {seconds:.0f} s on this machine's shared CPUs. "
              "Regenerate with `venv/bin/python -m training.evaluate`.", "",
              "## Results", "",
@@ -235,6 +235,8 @@ def main(argv=None):
                     help="the model's dtype, as the precision setting chooses it (fp16: what Easel uses on CUDA)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to check adherence on a GPU")
     ap.add_argument("--schedule", default=None, help="schedule type for Euler a (default: Automatic)")
+    ap.add_argument("--seed", type=int, default=1000,
+                    help="prompt i is drawn with seed SEED+i; other seeds show how much the score owes to the noise")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     prompts = build_prompts()
@@ -245,11 +247,12 @@ def main(argv=None):
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
-    rows = evaluate(model, prompts, scheduler=args.schedule)
+    rows = evaluate(model, prompts, seed=args.seed, scheduler=args.schedule)
     seconds = time.time() - started
     summary = summarize(rows)
     report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
-                           f"{args.device} {args.precision}" + (f", schedule {args.schedule}" if args.schedule else ""))
+                           f"{args.device} {args.precision}" + (f", schedule {args.schedule}" if args.schedule else ""),
+                           args.seed)
     print(report.split("## Every prompt")[0])
     if args.report:
         Path(args.report).write_text(report)

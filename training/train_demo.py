@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.caption_heads import CaptionHeads, NounColourHead, NounIdentityHead, caption_labels
+from training.caption_heads import SIDE_HEADS
 from training.shapes_dataset import ShapesDataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,9 +260,10 @@ def sample_timesteps(count: int, gen, high_share: float, high_from: int) -> torc
     return torch.where(pick_high, high, uniform)
 
 
-def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, heads=None, noun_head=None,
-              identity_head=None):
-    """(weighted loss, mean raw diffusion loss, {classifier name: loss}) of one U-Net batch."""
+def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, side_heads=()):
+    """(weighted loss, mean raw diffusion loss, {classifier name: loss}) of one U-Net batch.
+
+    side_heads: (SideHead, module, weight) for each training-only classifier in use."""
     b = x.shape[0]
     drop = torch.rand(b, generator=gen) < args.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -285,15 +286,9 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
     per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
     loss = (per * loss_weight(snr, args.prediction, args.min_snr_gamma, args.min_snr_floor)).mean()
     side = {}
-    if heads is not None:
-        side["caption"] = heads.loss(encoded.pooler_output, caption_labels(captions))
-        loss = loss + args.caption_loss_weight * side["caption"]
-    if noun_head is not None:
-        side["noun_colour"] = noun_head.loss(encoded.last_hidden_state, ids)
-        loss = loss + args.noun_colour_weight * side["noun_colour"]
-    if identity_head is not None:
-        side["noun_identity"] = identity_head.loss(encoded.last_hidden_state, ids)
-        loss = loss + args.noun_identity_weight * side["noun_identity"]
+    for spec, head, weight in side_heads:
+        side[spec.name] = head.side_loss(encoded, ids, captions)
+        loss = loss + weight * side[spec.name]
     return loss, per.mean(), side
 
 
@@ -347,6 +342,41 @@ def reuse_vae(args, checkpoint_path: Path, vae, opt_vae) -> dict:
             "vae_from": str(checkpoint_path)}
 
 
+def measure_vae(vae, seed: int) -> tuple[float, float]:
+    """Freeze and measure a VAE on 128 unseen images: (scaling factor = 1 / latent std,
+    mean absolute reconstruction error in 0-255 units)."""
+    vae.eval()
+    held = ShapesDataset(seed=seed + 777, include_held_out=True)
+    errs, zs = [], []
+    with torch.no_grad():
+        for i in range(4):
+            x, _ = _batch(held, i, 32)
+            post = vae.encode(x).latent_dist
+            zs.append(post.mean)
+            rec = vae.decode(post.mean).sample.clamp(-1, 1)
+            errs.append(((rec - x).abs() * 127.5).mean().item())
+    return float(1.0 / torch.cat(zs).std()), float(np.mean(errs))
+
+
+def reuse_vae_of_model(model_path: Path, vae) -> dict:
+    """Start phase 2 from the VAE inside an exported model file (the shipped demo model, say),
+    loaded through Easel's own checkpoint loader.
+
+    Unlike a checkpoint.pt of the same recipe, this VAE need not be the one this seed would
+    train: it serves runs that vary only the U-Net phase (another seed, another loss), which
+    then share the shipped model's VAE and scaling factor. Its phase-1 time is not counted."""
+    from modules import sd_models
+
+    loaded = sd_models.load_model(model_path, dtype=torch.float32)
+    vae.load_state_dict(loaded.vae.state_dict())
+    scaling_factor = float(loaded.vae.config.scaling_factor)
+    _, rec_l1 = measure_vae(vae, 0)
+    print(f"reusing the VAE of {model_path} (scaling factor {scaling_factor:.5f}, "
+          f"reconstruction error {rec_l1:.2f}/255)", flush=True)
+    return {"phase": "unet", "step": 0, "elapsed": 0.0, "vae_seconds": 0.0, "scaling_factor": scaling_factor,
+            "vae_rec_l1": rec_l1, "vae_from": str(model_path)}
+
+
 def _vae_seconds_from_log(losses_csv: Path) -> float:
     """The elapsed time of the last VAE row of a run's losses.csv (older checkpoints lack vae_seconds)."""
     rows = [row for row in csv.reader(open(losses_csv)) if row and row[0] == "vae"]
@@ -374,12 +404,9 @@ def run(args):
     alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
-    heads = CaptionHeads(text_encoder.config.hidden_size).to(_DEVICE) if args.caption_loss_weight > 0 else None
-    noun_head = (NounColourHead(text_encoder.config.hidden_size, tokenizer).to(_DEVICE)
-                 if args.noun_colour_weight > 0 else None)
-    identity_head = (NounIdentityHead(text_encoder.config.hidden_size, tokenizer).to(_DEVICE)
-                     if args.noun_identity_weight > 0 else None)
-    side_params = [p for module in (heads, noun_head, identity_head) if module is not None for p in module.parameters()]
+    side_heads = [(spec, spec.build(text_encoder.config.hidden_size, tokenizer).to(_DEVICE), getattr(args, spec.weight_arg))
+                  for spec in SIDE_HEADS if getattr(args, spec.weight_arg) > 0]
+    side_params = [p for _, head, _ in side_heads for p in head.parameters()]
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
@@ -396,16 +423,14 @@ def run(args):
             raise ValueError(f"checkpoint {ckpt_path} was trained with seed {ck['args']['seed']}, not {args.seed}")
         unet.load_state_dict(ck["unet"]); vae.load_state_dict(ck["vae"])
         text_encoder.load_state_dict(ck["text_encoder"])
-        if heads is not None:
-            heads.load_state_dict(ck["caption_heads"])
-        if noun_head is not None:
-            noun_head.load_state_dict(ck["noun_colour_head"])
-        if identity_head is not None:
-            identity_head.load_state_dict(ck["noun_identity_head"])
+        for spec, head, _ in side_heads:
+            head.load_state_dict(ck[spec.checkpoint_key])
         opt_vae.load_state_dict(ck["opt_vae"]); opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]
         state = ck["state"]
         print(f"resumed from {ckpt_path}: phase {state['phase']} step {state['step']}", flush=True)
+    elif args.vae_from.endswith((".safetensors", ".ckpt")):
+        state = reuse_vae_of_model(Path(args.vae_from), vae)
     elif args.vae_from:
         state = reuse_vae(args, Path(args.vae_from), vae, opt_vae)
 
@@ -417,9 +442,7 @@ def run(args):
             "args": vars(args), "state": state, "unet": unet.state_dict(), "vae": vae.state_dict(),
             "text_encoder": text_encoder.state_dict(), "opt_vae": opt_vae.state_dict(),
             "opt": opt.state_dict(), "ema": ema.shadow,
-            **({"caption_heads": heads.state_dict()} if heads is not None else {}),
-            **({"noun_colour_head": noun_head.state_dict()} if noun_head is not None else {}),
-            **({"noun_identity_head": identity_head.state_dict()} if identity_head is not None else {})})
+            **{spec.checkpoint_key: head.state_dict() for spec, head, _ in side_heads}})
 
     run_start = time.time() - state["elapsed"]
     last_ckpt = time.time()
@@ -460,24 +483,12 @@ def run(args):
             if time.time() - last_ckpt > args.checkpoint_minutes * 60:
                 loss_log.flush(); checkpoint(); last_ckpt = time.time()
         bar.close()
-        # Freeze and measure: reconstruction error on unseen samples, latent std -> scaling factor.
-        vae.eval()
-        held = ShapesDataset(seed=args.seed + 777, include_held_out=True)
-        errs, zs = [], []
-        with torch.no_grad():
-            for i in range(4):
-                x, _ = _batch(held, i, 32)
-                post = vae.encode(x).latent_dist
-                zs.append(post.mean)
-                rec = vae.decode(post.mean).sample.clamp(-1, 1)
-                errs.append(((rec - x).abs() * 127.5).mean().item())
-        z = torch.cat(zs)
-        state["scaling_factor"] = float(1.0 / z.std())
-        state["vae_rec_l1"] = float(np.mean(errs))
+        state["scaling_factor"], state["vae_rec_l1"] = measure_vae(vae, args.seed)
         state["phase"], state["step"] = "unet", 0
         state["vae_seconds"] = time.time() - run_start
         print(f"VAE frozen: reconstruction mean abs error {state['vae_rec_l1']:.2f}/255, "
-              f"latent std {z.std():.4f} -> scaling_factor {state['scaling_factor']:.5f}", flush=True)
+              f"latent std {1 / state['scaling_factor']:.4f} -> scaling_factor {state['scaling_factor']:.5f}",
+              flush=True)
         checkpoint(); last_ckpt = time.time()
 
     args.scaling_factor = state["scaling_factor"]
@@ -493,8 +504,7 @@ def run(args):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + step)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
-            loss, raw, side = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args,
-                                        heads, noun_head, identity_head)
+            loss, raw, side = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, side_heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for group in clip_groups:
@@ -579,7 +589,8 @@ def parse_args(argv=None):
                         "SD1 keeps 0.068); the export writes it into configs/easel-demo/scheduler as trained_betas")
     p.add_argument("--vae-from", default="",
                    help="reuse the frozen VAE of an earlier run's checkpoint.pt (same seed and VAE recipe: "
-                        "phase 1 is deterministic, so this skips identical work)")
+                        "phase 1 is deterministic, so this skips identical work), or of an exported model "
+                        "file (.safetensors/.ckpt, any seed: for runs that vary only the U-Net phase)")
     p.add_argument("--caption-loss-weight", type=float, default=0.1,
                    help="weight of the caption-attribute classifiers on the text encoder's pooled output "
                         "(training/caption_heads.py; 0 turns them off, as in the previous recipe, whose model "
