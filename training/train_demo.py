@@ -404,7 +404,8 @@ def run(args):
     alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
-    side_heads = [(spec, spec.build(text_encoder.config.hidden_size, tokenizer).to(_DEVICE), getattr(args, spec.weight_arg))
+    width = text_encoder.config.hidden_size
+    side_heads = [(spec, spec.build(width, tokenizer).to(_DEVICE), getattr(args, spec.weight_arg))
                   for spec in SIDE_HEADS if getattr(args, spec.weight_arg) > 0]
     side_params = [p for _, head, _ in side_heads for p in head.parameters()]
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
