@@ -1,22 +1,22 @@
 """The evaluator's report pools several seeds per prompt and shows each seed's pass alone."""
-from training.evaluate import format_report, seed_bases, summarize
+from training.evaluate import build_prompts, format_report, seed_bases, summarize
 
 
-def _row(prompt, seed, colour_ok, shape_ok, held_out=False):
-    return {"prompt": prompt, "category": "a {colour} {shape}", "held_out": held_out, "seed": seed, "image": None,
-            "result": {"colour": colour_ok, "shape": shape_ok}}
+def _row(index, prompt, seed, colour_ok, shape_ok, held_out=False):
+    return {"prompt": prompt, "index": index, "category": "a {colour} {shape}", "held_out": held_out, "seed": seed,
+            "image": None, "result": {"colour": colour_ok, "shape": shape_ok}}
 
 
-def test_seed_bases_never_reuse_a_seed_across_passes_of_112_prompts():
+def test_seed_bases_never_reuse_a_seed_across_passes_of_the_prompt_set():
     bases = seed_bases(1000, 3)
     assert bases == [1000, 2000, 3000]
-    seeds = [base + i for base in bases for i in range(112)]
+    seeds = [base + i for base in bases for i in range(len(build_prompts()))]
     assert len(set(seeds)) == len(seeds)
 
 
 def test_report_pools_every_image_and_lists_each_seed_and_prompt():
-    rows = [_row("a red circle", 1000, True, True), _row("a blue star", 1000, True, False, held_out=True),
-            _row("a red circle", 2000, False, True), _row("a blue star", 2000, True, False, held_out=True)]
+    rows = [_row(0, "a red circle", 1000, True, True), _row(1, "a blue star", 1000, True, False, held_out=True),
+            _row(0, "a red circle", 2000, False, True), _row(1, "a blue star", 2000, True, False, held_out=True)]
     summary = summarize(rows)
     assert summary[("all", "colour")] == (3, 4) and summary[("all", "shape")] == (2, 4)
     assert summary[("held-out pairs", "shape")] == (0, 2)
@@ -25,3 +25,10 @@ def test_report_pools_every_image_and_lists_each_seed_and_prompt():
     assert "| 1000+i | 100% (2/2) | 50% (1/2) |" in report and "| 2000+i | 50% (1/2) | 50% (1/2) |" in report
     assert "| a red circle |  | colour 1/2, shape 2/2 |" in report
     assert "| a blue star | yes | colour 2/2, shape 0/2 |" in report
+
+
+def test_a_prompt_text_that_appears_twice_in_the_set_is_reported_twice():
+    rows = [_row(0, "a red circle", 1000, True, True), _row(1, "a red circle", 1000, False, False)]
+    report = format_report(summarize(rows), {}, {}, rows, 1.0, "model.safetensors")
+    assert "2 prompts, 1 image(s) each" in report
+    assert "| a red circle |  | colour 1/1, shape 1/1 |" in report and "| a red circle |  | colour 0/1, shape 0/1 |" in report

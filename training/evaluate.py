@@ -167,9 +167,9 @@ def evaluate(model, prompts: list[dict], seeds=(1000,), batch_size: int = 8, pro
         for start in range(0, len(texts), batch_size):
             images = generate(model, texts[start:start + batch_size], seed=base + start, batch_size=batch_size,
                               scheduler=scheduler)
-            for entry, image in zip(prompts[start:start + batch_size], images):
+            for index, (entry, image) in enumerate(zip(prompts[start:start + batch_size], images), start):
                 result = judge.judge(image, parse_prompt_meta(entry["prompt"]))
-                rows.append({**entry, "seed": base, "image": image, "result": result})
+                rows.append({**entry, "index": index, "seed": base, "image": image, "result": result})
             if progress:
                 done = len(rows)
                 eta = (time.time() - started) / done * (total - done)
@@ -200,7 +200,7 @@ def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: 
     attrs = ["colour", "shape", "position", "size", "background"]
     groups = ["all", "seen pairs", "held-out pairs"] + sorted({r["category"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
-    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    prompts = sorted({r["index"] for r in rows})   # by position: the set holds one prompt text twice
     lines = ["# Demo model evaluation", "",
              f"Model: `{Path(model_path).name}`. {len(prompts)} prompts, {len(seeds)} image(s) each "
              f"({len(rows)} images: prompt i drawn with seed B+i for B in {', '.join(map(str, seeds))}), "
@@ -227,10 +227,10 @@ def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: 
               "| clean | " + " | ".join(_pct(judge_clean.get(a, (0, 0))) for a in attrs) + " |",
               "| blurred (sigma 0.8) + noise (sd 8) | " + " | ".join(_pct(judge_degraded.get(a, (0, 0))) for a in attrs) + " |",
               "", "## Every prompt (right / images)", "", "| prompt | held out | judged |", "|---|---|---|"]
-    for prompt in prompts:
-        mine = [r for r in rows if r["prompt"] == prompt]
+    for index in prompts:
+        mine = [r for r in rows if r["index"] == index]
         verdict = ", ".join(f"{attr} {sum(r['result'][attr] for r in mine)}/{len(mine)}" for attr in mine[0]["result"])
-        lines.append(f"| {prompt} | {'yes' if mine[0]['held_out'] else ''} | {verdict} |")
+        lines.append(f"| {mine[0]['prompt']} | {'yes' if mine[0]['held_out'] else ''} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
