@@ -37,7 +37,7 @@ def test_the_heads_learn_to_read_position_from_a_pooled_state():
 def test_the_shipped_recipe_trains_the_caption_heads():
     args = parse_args([])
     assert args.caption_loss_weight == 0.1 and args.unet_steps == 3600   # the run that shipped (docs/demo-model.md)
-    assert args.noun_colour_weight == 0.0   # tried in run demo9, not shipped (docs/demo-model.md)
+    assert args.noun_colour_weight == 0.1   # shipped since run demo9s1 (docs/demo-model.md)
     assert args.noun_identity_weight == 0.0   # tried in run demo10, not shipped
 
 
