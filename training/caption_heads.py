@@ -106,7 +106,22 @@ def _token_loss(classifier: torch.nn.Linear, states: torch.Tensor, targets: torc
     return F.cross_entropy(classifier(states[picked].float()), targets[picked])
 
 
-class NounColourHead(torch.nn.Module):
+class _PerTokenHead(torch.nn.Module):
+    """A linear classifier over the text encoder's per-token states; subclasses say which
+    tokens it labels (`targets`) and with what."""
+
+    def targets(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the labelled tokens (0 when the batch has none)."""
+        return _token_loss(self.classifier, states, self.targets(ids))
+
+    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        return self.loss(encoded.last_hidden_state, ids)
+
+
+class NounColourHead(_PerTokenHead):
     """A linear classifier over per-token states: each shape noun or "background" that
     directly follows a colour word must name that colour (other tokens are ignored)."""
 
@@ -132,15 +147,8 @@ class NounColourHead(torch.nn.Module):
                         break
         return out
 
-    def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the labelled nouns (0 when the batch has none)."""
-        return _token_loss(self.classifier, states, self.targets(ids))
 
-    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        return self.loss(encoded.last_hidden_state, ids)
-
-
-class NounIdentityHead(torch.nn.Module):
+class NounIdentityHead(_PerTokenHead):
     """A linear classifier over per-token states: each shape noun or "background" must
     name itself, so that a colour pulled into its state does not erase which noun it is."""
 
@@ -154,12 +162,6 @@ class NounIdentityHead(torch.nn.Module):
         """(batch, tokens) noun index at every noun token, IGNORE elsewhere."""
         return torch.tensor([[self._index.get(token, IGNORE) for token in row] for row in ids.tolist()],
                             dtype=torch.long)
-
-    def loss(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return _token_loss(self.classifier, states, self.targets(ids))
-
-    def side_loss(self, encoded, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        return self.loss(encoded.last_hidden_state, ids)
 
 
 @dataclass(frozen=True)
