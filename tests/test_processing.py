@@ -55,8 +55,9 @@ def test_seed_reproduces_image_and_batch_equals_single(sd1_model):
     again = processing.process_images(txt2img(sd1_model, prompt="a cat", seed=77))
     assert batch.all_seeds == [77, 78]
     # batched and single U-Net calls round differently, so equal up to float noise, not bytes
-    assert (batch.latents[0] - first.latents[0]).abs().max().item() < 1e-5
-    assert (batch.latents[1] - alone.latents[0]).abs().max().item() < 1e-5
+    # (up to 4.2e-5 measured on an AMD EPYC, under 1e-5 on Intel; another seed differs by ~1)
+    assert (batch.latents[0] - first.latents[0]).abs().max().item() < 1e-4
+    assert (batch.latents[1] - alone.latents[0]).abs().max().item() < 1e-4
     assert first.images[0].tobytes() == again.images[0].tobytes()
     assert batch.images[0].tobytes() != batch.images[1].tobytes()
 

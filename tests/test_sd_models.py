@@ -127,6 +127,14 @@ def test_ckpt_and_diffusers_folders_load_the_same_weights(tmp_path, family_id, f
             torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
+def test_a_diffusers_folder_loads_into_aligned_memory(tmp_path):
+    """Weights left as unaligned views of the .safetensors mapping compute differently in
+    oneDNN (1e-6 on an AMD EPYC), so a folder and its single-file copy made different images."""
+    model = sd_models.load_model(make_tiny_checkpoint(tmp_path, "sd1", fmt="diffusers", seed=5))
+    for module in [model.unet, model.vae, *model.text_encoders]:
+        assert all(t.data_ptr() % 64 == 0 for t in [*module.parameters(), *module.buffers()] if t.numel())
+
+
 def test_loaded_model_carries_what_generation_needs(tmp_path):
     sd1 = sd_models.load_model(make_tiny_checkpoint(tmp_path, "sd1"))
     assert sd1.scheduler_config["beta_schedule"] == "scaled_linear"
