@@ -507,21 +507,18 @@ def diffusers_folder_shapes(folder: str) -> dict:
 _ALIGNMENT = 64   # bytes: one cache line, what PyTorch's CPU allocator gives every tensor
 
 
-def _copy_unaligned_tensors(module: torch.nn.Module) -> int:
+def _copy_unaligned_tensors(module: torch.nn.Module) -> None:
     """Move weights that still point into a memory-mapped .safetensors file at an unaligned
-    address into fresh memory; returns how many moved.
+    address into fresh memory.
 
     from_pretrained keeps weights whose stored dtype is the one asked for as views of the
     file mapping, at whatever offset the file's header left (8-byte aligned). oneDNN takes
     another code path for such weights: measured on an AMD EPYC, a tiny SD1 U-Net from a
     diffusers folder gave outputs 1.3e-6 away from the same weights in allocator memory,
     so the folder and the single-file copy of one model made different images."""
-    moved = 0
     for tensor in [*module.parameters(), *module.buffers()]:
         if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % _ALIGNMENT:
             tensor.data = tensor.data.clone()
-            moved += 1
-    return moved
 
 
 def _load_diffusers_folder(info: CheckpointInfo, dtype) -> LoadedModel:

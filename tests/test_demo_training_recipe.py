@@ -110,17 +110,17 @@ def test_vae_reuse_from_a_model_file_loads_its_vae_and_scaling_factor(tmp_path):
 
 def test_a_tiny_run_with_every_side_classifier_resumes_after_an_interruption(tmp_path, monkeypatch):
     """Each classifier's weights and loss column survive a checkpoint, and a rerun continues the run."""
+    from modules import malloc_tuning
     from training import train_demo
     from training.caption_heads import SIDE_HEADS
-
-    from modules import malloc_tuning
 
     monkeypatch.setattr(train_demo, "measure_vae", lambda vae, seed: (0.25, 1.0))   # 128 images: too slow here
     # run() tunes glibc malloc for the whole process: not for the test process, which runs the other tests
     monkeypatch.setattr(malloc_tuning, "keep_freed_memory", lambda large_blocks_too=False: False)
-    args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2", "--vae-steps", "2", "--vae-full-steps", "1",
-            "--vae-batch-size", "2", "--vae-full-batch-size", "2", "--unet-steps", "3", "--noun-colour-weight", "0.1",
-            "--noun-identity-weight", "0.1", "--checkpoint-minutes", "0"]   # a checkpoint after every step
+    args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
+            "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
+            "--unet-steps", "3", "--noun-colour-weight", "0.1", "--noun-identity-weight", "0.1",
+            "--checkpoint-minutes", "0"]   # a checkpoint after every step
     real_step, calls = train_demo.unet_step, []
 
     def interrupted_at_the_second_step(*a, **kw):
