@@ -108,8 +108,9 @@ def test_vae_reuse_from_a_model_file_loads_its_vae_and_scaling_factor(tmp_path):
     assert state["scaling_factor"] == pytest.approx(family_factor) and state["vae_rec_l1"] > 0
 
 
-def test_a_tiny_run_with_every_side_classifier_resumes_after_an_interruption(tmp_path, monkeypatch):
-    """Each classifier's weights and loss column survive a checkpoint, and a rerun continues the run."""
+def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """Each classifier's weights and each side loss's column survive a checkpoint, and a rerun
+    continues the run."""
     from modules import malloc_tuning
     from training import train_demo
     from training.caption_heads import SIDE_HEADS
@@ -120,7 +121,7 @@ def test_a_tiny_run_with_every_side_classifier_resumes_after_an_interruption(tmp
     args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
             "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
             "--unet-steps", "3", "--noun-colour-weight", "0.1", "--noun-identity-weight", "0.1",
-            "--checkpoint-minutes", "0"]   # a checkpoint after every step
+            "--grounding-weight", "0.02", "--checkpoint-minutes", "0"]   # a checkpoint after every step
     real_step, calls = train_demo.unet_step, []
 
     def interrupted_at_the_second_step(*a, **kw):
@@ -140,5 +141,6 @@ def test_a_tiny_run_with_every_side_classifier_resumes_after_an_interruption(tmp
     train_demo.run(train_demo.parse_args(args))   # loads every classifier's weights, runs steps 1 and 2
     rows = [line.split(",") for line in (tmp_path / "losses.csv").read_text().splitlines() if line.startswith("unet")]
     assert [row[1] for row in rows] == ["0", "1", "2"]
-    assert all(len(row) == 5 + len(SIDE_HEADS) for row in rows)   # caption, noun colour, noun identity
+    assert all(len(row) == 5 + len(SIDE_HEADS) + 1 for row in rows)   # caption, noun colour, noun identity, grounding
+    assert all(0 <= float(row[-1]) <= 1 for row in rows)
     assert (tmp_path / "final" / "unet").is_dir()

@@ -144,22 +144,40 @@ def _background_array(kind: str, colours: tuple[str, ...], rng: np.random.Genera
     raise ValueError(f"unknown background kind {kind!r}")
 
 
+def _supersampled_mask(obj: ShapeObject) -> Image.Image:
+    """The object's coverage at SUPERSAMPLE x the image size (L mode, 255 inside)."""
+    big = IMAGE_SIZE * SUPERSAMPLE
+    mask = Image.new("L", (big, big), 0)
+    d = ImageDraw.Draw(mask)
+    r = SIZES[obj.size] * SUPERSAMPLE
+    cx, cy = obj.centre[0] * SUPERSAMPLE, obj.centre[1] * SUPERSAMPLE
+    for kind, geom, fill in _shape_polygons(obj.shape, cx, cy, r, obj.angle):
+        value = 255 if fill else 0
+        if kind == "ellipse":
+            d.ellipse(geom, fill=value)
+        else:
+            d.polygon(geom, fill=value)
+    return mask
+
+
+def object_coverage(objects: list[ShapeObject], slots: int = 2) -> np.ndarray:
+    """(slots, H, W) float32: the fraction of each pixel each object covers, in caption order
+    (zeros for absent objects). A later object drawn over an earlier one hides it, as in render."""
+    out = np.zeros((slots, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    for i, obj in enumerate(objects[:slots]):
+        mask = _supersampled_mask(obj).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
+        out[i] = np.asarray(mask, np.float32) / 255.0
+    for i in range(min(len(objects), slots)):
+        out[i] *= np.prod(1.0 - out[i + 1:], axis=0)
+    return out
+
+
 def render(objects: list[ShapeObject], background: np.ndarray) -> Image.Image:
     """Draw objects over a float (H,W,3) background; anti-aliased by supersampling."""
     big = IMAGE_SIZE * SUPERSAMPLE
     canvas = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8)).resize((big, big), Image.NEAREST)
     for obj in objects:
-        mask = Image.new("L", (big, big), 0)
-        d = ImageDraw.Draw(mask)
-        r = SIZES[obj.size] * SUPERSAMPLE
-        cx, cy = obj.centre[0] * SUPERSAMPLE, obj.centre[1] * SUPERSAMPLE
-        for kind, geom, fill in _shape_polygons(obj.shape, cx, cy, r, obj.angle):
-            value = 255 if fill else 0
-            if kind == "ellipse":
-                d.ellipse(geom, fill=value)
-            else:
-                d.polygon(geom, fill=value)
-        canvas.paste(Image.new("RGB", (big, big), COLOURS[obj.colour]), (0, 0), mask)
+        canvas.paste(Image.new("RGB", (big, big), COLOURS[obj.colour]), (0, 0), _supersampled_mask(obj))
     return canvas.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
 
 
@@ -180,10 +198,14 @@ class ShapesDataset:
         rng = np.random.default_rng([self.seed, index])
         return self._make(rng)
 
-    def batch(self, start: int, count: int) -> tuple[np.ndarray, list[str]]:
-        """(count,64,64,3) uint8 images and their captions for indices start..start+count-1."""
+    def batch(self, start: int, count: int, coverage: bool = False):
+        """(count,64,64,3) uint8 images and their captions for indices start..start+count-1;
+        with coverage, also each object's (count,2,64,64) pixel coverage (object_coverage)."""
         samples = [self.sample(start + i) for i in range(count)]
-        return np.stack([np.asarray(s.image) for s in samples]), [s.caption for s in samples]
+        images, captions = np.stack([np.asarray(s.image) for s in samples]), [s.caption for s in samples]
+        if not coverage:
+            return images, captions
+        return images, captions, np.stack([object_coverage(s.objects) for s in samples])
 
     # -- internals
     def _pick_pair(self, rng):
