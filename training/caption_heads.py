@@ -93,7 +93,7 @@ class CaptionHeads(torch.nn.Module):
 NOUNS = (*SHAPES, "background")
 
 
-def _word_ids(tokenizer, word: str) -> tuple[int, ...]:
+def word_ids(tokenizer, word: str) -> tuple[int, ...]:
     return tuple(tokenizer(word, add_special_tokens=False).input_ids)
 
 
@@ -128,9 +128,9 @@ class NounColourHead(_PerTokenHead):
     def __init__(self, width: int, tokenizer):
         super().__init__()
         self.classifier = torch.nn.Linear(width, len(BACKGROUND_COLOURS))
-        self._nouns = {_word_ids(tokenizer, noun)[-1] for noun in NOUNS}
+        self._nouns = {word_ids(tokenizer, noun)[-1] for noun in NOUNS}
         # some colours are several BPE tokens ("cyan" is "cy" + "an"): match the whole run
-        self._colours = [(_word_ids(tokenizer, name), index) for index, name in enumerate(BACKGROUND_COLOURS)]
+        self._colours = [(word_ids(tokenizer, name), index) for index, name in enumerate(BACKGROUND_COLOURS)]
 
     def targets(self, ids: torch.Tensor) -> torch.Tensor:
         """(batch, tokens) colour index for each noun that follows a colour word, IGNORE elsewhere."""
@@ -156,7 +156,7 @@ class NounIdentityHead(_PerTokenHead):
         super().__init__()
         self.classifier = torch.nn.Linear(width, len(NOUNS))
         # a noun's last BPE token stands for it (all of them are one token today)
-        self._index = {_word_ids(tokenizer, noun)[-1]: index for index, noun in enumerate(NOUNS)}
+        self._index = {word_ids(tokenizer, noun)[-1]: index for index, noun in enumerate(NOUNS)}
 
     def targets(self, ids: torch.Tensor) -> torch.Tensor:
         """(batch, tokens) noun index at every noun token, IGNORE elsewhere."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor
 
+from training.caption_heads import word_ids
 from training.shapes_dataset import COLOURS, SHAPES, parse_prompt_meta
 
 # Every cross-attention layer of the demo U-Net (16x16, 8x8 and 4x4) is grounded: at 4x4 a small
@@ -75,10 +76,8 @@ class TokenGrounding:
     """Which token positions belong to which object, and the grounding loss over recorded maps."""
 
     def __init__(self, tokenizer):
-        def ids(word):
-            return tuple(tokenizer(word, add_special_tokens=False).input_ids)
         # a colour may be several BPE tokens ("cyan"); each of them is grounded
-        self._words = {word: ids(word) for word in (*COLOURS, *SHAPES)}
+        self._words = {word: word_ids(tokenizer, word) for word in (*COLOURS, *SHAPES)}
 
     def token_objects(self, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """(batch, tokens) long: the index of the object (0 or 1, caption order) whose colour word
@@ -86,7 +85,7 @@ class TokenGrounding:
         occurrence of its words, so "a red square and a blue square" grounds each "square" apart."""
         out = torch.full(ids.shape, -1, dtype=torch.long)
         for b, (row, caption) in enumerate(zip(ids.tolist(), captions)):
-            meta = parse_prompt_meta(caption) if caption else {"colours": [], "shapes": []}
+            meta = parse_prompt_meta(caption)   # a dropped caption ("") names nothing
             used: set[int] = set()
             for k, words in enumerate(zip(meta["colours"][:2], meta["shapes"][:2])):
                 for word in words:
@@ -104,21 +103,25 @@ class TokenGrounding:
 
         maps: recorded (heads, probs) pairs; token_objects: (batch, tokens) from token_objects;
         coverage: (batch, objects, H, W) pixel coverage of each object in [0, 1]."""
-        picked = token_objects >= 0
+        if not maps:
+            return torch.zeros(())
+        device = maps[0][1].device
+        picked = (token_objects >= 0).to(device)
+        index = token_objects.clamp(min=0).to(device)[:, :, None]              # (batch, tokens, 1)
+        coverage = coverage.to(device)
+        masks = {}   # side -> each token's object mask (batch, tokens, pixels), shared by layers of one size
         terms = []
         for heads, probs in maps:
-            pixels, tokens = probs.shape[1], probs.shape[2]
+            pixels = probs.shape[1]
             side = int(round(pixels ** 0.5))
             if side < MIN_SIDE or not picked.any():
                 continue
-            attention = probs.float().unflatten(0, (-1, heads)).mean(1)          # (batch, pixels, tokens)
-            cover = F.adaptive_avg_pool2d(coverage.to(attention.device), side).flatten(2)  # (batch, objects, pixels)
-            index = token_objects.clamp(min=0).to(attention.device)            # (batch, tokens)
-            # each token's object mask: (batch, tokens, pixels)
-            mask = torch.gather(cover, 1, index[:, :, None].expand(-1, -1, pixels))
-            attention = attention.transpose(1, 2)                               # (batch, tokens, pixels)
-            inside = (attention * mask).sum(-1) / attention.sum(-1).clamp(min=1e-8)
-            terms.append(((1 - inside) ** 2)[picked.to(attention.device)])
+            if side not in masks:
+                cover = F.adaptive_avg_pool2d(coverage, side).flatten(2)        # (batch, objects, pixels)
+                masks[side] = torch.gather(cover, 1, index.expand(-1, -1, pixels))
+            attention = probs.float().unflatten(0, (-1, heads)).mean(1).transpose(1, 2)  # (batch, tokens, pixels)
+            inside = (attention * masks[side]).sum(-1) / attention.sum(-1).clamp(min=1e-8)
+            terms.append(((1 - inside) ** 2)[picked])
         if not terms:
-            return maps[0][1].sum() * 0.0 if maps else torch.zeros(())
+            return maps[0][1].sum() * 0.0
         return torch.cat(terms).mean()
