@@ -121,7 +121,8 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
     args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
             "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
             "--unet-steps", "3", "--noun-colour-weight", "0.1", "--noun-identity-weight", "0.1",
-            "--grounding-weight", "0.02", "--checkpoint-minutes", "0"]   # a checkpoint after every step
+            "--grounding-weight", "0.02", "--ground-background", "--padding-weight", "0.02",
+            "--checkpoint-minutes", "0"]   # a checkpoint after every step
     real_step, calls = train_demo.unet_step, []
 
     def interrupted_at_the_second_step(*a, **kw):
@@ -141,6 +142,7 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
     train_demo.run(train_demo.parse_args(args))   # loads every classifier's weights, runs steps 1 and 2
     rows = [line.split(",") for line in (tmp_path / "losses.csv").read_text().splitlines() if line.startswith("unet")]
     assert [row[1] for row in rows] == ["0", "1", "2"]
-    assert all(len(row) == 5 + len(SIDE_HEADS) + 1 for row in rows)   # caption, noun colour, noun identity, grounding
-    assert all(0 <= float(row[-1]) <= 1 for row in rows)
+    # caption, noun colour, noun identity, grounding, padding
+    assert all(len(row) == 5 + len(SIDE_HEADS) + 2 for row in rows)
+    assert all(0 <= float(row[-2]) <= 1 and float(row[-1]) >= 0 for row in rows)
     assert (tmp_path / "final" / "unet").is_dir()

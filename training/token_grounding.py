@@ -31,6 +31,8 @@ from training.shapes_dataset import COLOURS, SHAPES, parse_prompt_meta
 # Every cross-attention layer of the demo U-Net (16x16, 8x8 and 4x4) is grounded: at 4x4 a small
 # object covers parts of a few cells, and the soft mask still says which half of the image it is in.
 MIN_SIDE = 4
+# token_objects' index for the background's words (objects are 0 and 1, in caption order)
+BACKGROUND = 2
 
 
 class _RecordingAttention:
@@ -75,18 +77,28 @@ def record_cross_attention(unet) -> list:
 class TokenGrounding:
     """Which token positions belong to which object, and the grounding loss over recorded maps."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, background: bool = False):
         # a colour may be several BPE tokens ("cyan"); each of them is grounded
         self._words = {word: word_ids(tokenizer, word) for word in (*COLOURS, *SHAPES)}
+        # With background on, the words of "on a {colour} [and|to {colour}] [striped|gradient]
+        # background" are grounded too, onto the pixels no object covers (slot BACKGROUND).
+        self.background = background
+        self._on = word_ids(tokenizer, "on")
+        self._background_word = word_ids(tokenizer, "background")
 
     def token_objects(self, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """(batch, tokens) long: the index of the object (0 or 1, caption order) whose colour word
-        or shape noun the token is part of; -1 elsewhere. Each object takes the first unused
+        or shape noun the token is part of, BACKGROUND for the background's words when grounded;
+        -1 elsewhere. Each object takes the first unused
         occurrence of its words, so "a red square and a blue square" grounds each "square" apart."""
         out = torch.full(ids.shape, -1, dtype=torch.long)
         for b, (row, caption) in enumerate(zip(ids.tolist(), captions)):
             meta = parse_prompt_meta(caption)   # a dropped caption ("") names nothing
             used: set[int] = set()
+            if self.background:
+                span = self._background_span(row)
+                used.update(span)
+                out[b, list(span)] = BACKGROUND
             for k, words in enumerate(zip(meta["colours"][:2], meta["shapes"][:2])):
                 for word in words:
                     run = self._words[word]
@@ -97,6 +109,20 @@ class TokenGrounding:
                             out[b, list(span)] = k
                             break
         return out
+
+    def _background_span(self, row: list[int]) -> range:
+        """Token positions from the word after the last "on" before "background" through
+        "background" itself (the colours, "and"/"to", the pattern word); empty if none."""
+        n = len(self._background_word)
+        end = next((p for p in range(len(row) - n, 0, -1) if tuple(row[p:p + n]) == self._background_word), None)
+        if end is None:
+            return range(0)
+        start = next((p + len(self._on) for p in range(end - 1, 0, -1)
+                      if tuple(row[p:p + len(self._on)]) == self._on), None)
+        if start is None:
+            return range(0)
+        # skip the article: "on a red background" grounds "red background"
+        return range(start + 1, end + n)
 
     def loss(self, maps: list, token_objects: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
         """Mean over grounded tokens and attention layers of (1 - attention inside the object)^2.
@@ -109,6 +135,8 @@ class TokenGrounding:
         picked = (token_objects >= 0).to(device)
         index = token_objects.clamp(min=0).to(device)[:, :, None]              # (batch, tokens, 1)
         coverage = coverage.to(device)
+        if self.background:   # slot 2: what no object covers
+            coverage = torch.cat([coverage, (1 - coverage.sum(1, keepdim=True)).clamp(min=0)], 1)
         masks = {}   # side -> each token's object mask (batch, tokens, pixels), shared by layers of one size
         terms = []
         for heads, probs in maps:

@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from training.caption_heads import SIDE_HEADS
 from training.shapes_dataset import ShapesDataset
+from training.quiet_padding import padding_loss
 from training.token_grounding import TokenGrounding, record_cross_attention
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,6 +311,11 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
         side["grounding"] = grounder.loss(maps, grounder.token_objects(ids, captions), coverage)
         maps.clear()
         loss = loss + weight * side["grounding"]
+    if args.padding_weight > 0:
+        with torch.no_grad(), _autocast():
+            empty = encode_text(text_encoder, tokenizer, [""])[1].last_hidden_state
+        side["padding"] = padding_loss(encoded.last_hidden_state, ids, empty, tokenizer.eos_token_id)
+        loss = loss + args.padding_weight * side["padding"]
     return loss, per.mean(), side
 
 
@@ -432,7 +438,8 @@ def run(args):
     # cross-attention of each object's words pulled onto its pixels (training/token_grounding.py)
     grounding = None
     if args.grounding_weight > 0:
-        grounding = (TokenGrounding(tokenizer), record_cross_attention(unet), args.grounding_weight)
+        grounding = (TokenGrounding(tokenizer, args.ground_background), record_cross_attention(unet),
+                     args.grounding_weight)
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
@@ -542,7 +549,7 @@ def run(args):
             ema.update(te_unet_params, step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
             writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
-                            + [f"{value.item():.4f}" for value in side.values()])  # caption, noun colour, noun identity, grounding
+                            + [f"{value.item():.4f}" for value in side.values()])  # caption, noun colour, noun identity, grounding, padding
             state["step"] = step + 1
             state["elapsed"] = time.time() - run_start
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
@@ -570,6 +577,7 @@ def run(args):
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
                "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
                "noun_identity_weight": args.noun_identity_weight, "grounding_weight": args.grounding_weight,
+               "ground_background": args.ground_background, "padding_weight": args.padding_weight,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -638,6 +646,13 @@ def parse_args(argv=None):
                         "each object's colour word and shape noun falls inside that object's pixels). Off in the "
                         "shipped recipe: run demo11 (0.02) grounded the attention but not the colours, and its "
                         "backgrounds fell from 100%% to 33%% (docs/demo-model.md)")
+    p.add_argument("--ground-background", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --grounding-weight, also ground the background's words onto the pixels no "
+                        "object covers (training/token_grounding.py)")
+    p.add_argument("--padding-weight", type=float, default=0.0,
+                   help="weight of the quiet-padding loss (training/quiet_padding.py: the text states after "
+                        "the end-of-text token are pulled towards the empty caption's, so they cannot carry "
+                        "the caption's colours to every pixel)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
