@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.shapes_dataset import COLOURS, ShapesDataset, object_coverage
-from training.token_grounding import TokenGrounding, record_cross_attention
+from training.token_grounding import BACKGROUND, TokenGrounding, record_cross_attention
 from training.train_demo import build_models, load_tokenizer
 
 
@@ -14,9 +14,9 @@ def tokenizer():
     return load_tokenizer()
 
 
-def _grounded_words(tokenizer, captions):
+def _grounded_words(tokenizer, captions, background=False):
     ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
-    objects = TokenGrounding(tokenizer).token_objects(ids, captions)
+    objects = TokenGrounding(tokenizer, background).token_objects(ids, captions)
     return [[(tokenizer.decode([int(t)]), int(k)) for t, k in zip(row, ks) if k >= 0] for row, ks in zip(ids, objects)]
 
 
@@ -30,6 +30,23 @@ def test_each_object_takes_its_own_colour_word_and_noun(tokenizer):
     assert words[1] == [("star", 0), ("red", 0)]
     assert words[2] == [("pink", 0), ("ring", 0)]   # background colours are not the object's
     assert words[3] == []
+
+
+def test_with_background_on_the_backgrounds_words_are_its_own(tokenizer):
+    words = _grounded_words(tokenizer, [
+        "a cyan triangle and a purple triangle on a red background",
+        "top left: a small pink ring on a blue and white striped background",
+        "a red circle on a red to blue gradient background in the top",   # the object's colour named twice
+        "a small star, green",                                            # no background named
+        ""], background=True)
+    assert words[0] == [("cy", 0), ("an", 0), ("triangle", 0), ("purple", 1), ("triangle", 1),
+                        ("red", BACKGROUND), ("background", BACKGROUND)]
+    assert words[1] == [("pink", 0), ("ring", 0)] + [(w, BACKGROUND) for w in
+                                                     ("blue", "and", "white", "striped", "background")]
+    assert words[2] == [("red", 0), ("circle", 0)] + [(w, BACKGROUND) for w in
+                                                      ("red", "to", "blue", "gradient", "background")]
+    assert words[3] == [("star", 0), ("green", 0)]
+    assert words[4] == []
 
 
 def test_coverage_is_where_the_dataset_drew_each_object():
@@ -100,3 +117,29 @@ def test_the_loss_is_low_when_the_words_attend_inside_their_object_and_trains_bo
     assert 0 < loss.item() < 1
     assert text_encoder.embeddings.token_embedding.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in unet.named_parameters() if "attn2.to_q" in n)
+
+
+def test_background_words_are_low_only_where_no_object_is(tokenizer):
+    grounding = TokenGrounding(tokenizer, background=True)
+    captions = ["a red circle on a blue background"]
+    ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    token_objects = grounding.token_objects(ids, captions)
+    cover = torch.zeros(1, 2, 64, 64)
+    cover[0, 0, :32, :32] = 1   # the circle fills the top-left quarter; the rest is background
+
+    def maps_with_background_words_on(top_left: bool):
+        probs = torch.full((1, 16, 16, 77), 1e-6)
+        probs[..., 0] = 1.0   # pixels nothing names attend to the start token, as trained models do
+        for p, k in enumerate(token_objects[0].tolist()):
+            if k >= 0:
+                where = torch.zeros(16, 16, dtype=torch.bool)
+                where[:8, :8] = True
+                if k == BACKGROUND and not top_left:
+                    where = ~where
+                probs[0, :, :, p] = torch.where(where, 1.0, 1e-6)
+        probs = probs / probs.sum(-1, keepdim=True)
+        return [(1, probs.flatten(1, 2))]
+
+    assert grounding.loss(maps_with_background_words_on(False), token_objects, cover) < 1e-4
+    # the object's two words stay grounded, the background's two attend inside the object
+    assert grounding.loss(maps_with_background_words_on(True), token_objects, cover) > 0.49
