@@ -39,7 +39,8 @@ def test_the_shipped_recipe_trains_the_caption_heads():
     assert args.caption_loss_weight == 0.1 and args.unet_steps == 3600   # the run that shipped (docs/demo-model.md)
     assert args.noun_colour_weight == 0.1   # shipped since run demo9s1 (docs/demo-model.md)
     assert args.noun_identity_weight == 0.0   # tried in run demo10, not shipped
-    assert args.grounding_weight == 0.0   # tried in run demo11, not shipped
+    assert args.grounding_weight == 0.0   # tried in runs demo11 and demo12, not shipped
+    assert args.padding_weight == 0.0 and not args.ground_background   # tried in run demo12, not shipped
 
 
 def test_noun_colour_targets_label_each_noun_with_the_colour_word_before_it():

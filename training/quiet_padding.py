@@ -13,6 +13,11 @@ empty caption (held fixed for the step), so the U-Net can only learn the
 colours from the words' own tokens, where token grounding places them. The end-of-text
 token itself is left free: it is the pooled state the caption heads read.
 Training only: the exported model and how Easel encodes prompts are unchanged.
+
+Measured (run demo12: weight 0.02, with token grounding 0.02 on the objects' and the
+background's words; docs/demo-model.md): the padding stayed quiet (loss 0.0002 at the
+end, against 0.35 for the shipped model's padding), colour rose from 88% to 97% and
+two-object colour from 22% to 86%, but shape fell from 72% to 36%. Off by default.
 """
 from __future__ import annotations
 
