@@ -121,7 +121,8 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
     args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
             "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
             "--unet-steps", "3", "--noun-colour-weight", "0.1", "--noun-identity-weight", "0.1",
-            "--grounding-weight", "0.02", "--ground-background", "--padding-weight", "0.02",
+            "--grounding-weight", "0.02", "--ground-background",
+            "--padding-weight", "0.02", "--padding-target", "colourless",
             "--checkpoint-minutes", "0"]   # a checkpoint after every step
     real_step, calls = train_demo.unet_step, []
 

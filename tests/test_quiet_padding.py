@@ -1,5 +1,6 @@
 """Quiet padding (training/quiet_padding.py): which states are padding, and a loss that makes
 the padding forget the caption while the words keep it."""
+import pytest
 import torch
 
 from training.quiet_padding import padding_loss, padding_mask
@@ -62,3 +63,31 @@ def test_training_on_it_moves_the_colour_out_of_the_padding_while_the_words_keep
     padding_after, word_after = gaps()
     assert padding_after < 0.2 * padding_before
     assert word_after > 0.5 * word_before
+
+
+def test_the_colourless_target_is_the_captions_own_padding_without_its_colours():
+    from training.quiet_padding import align_padding, without_colours
+
+    assert without_colours("a small cyan star and a gray cross on a red to blue gradient background") == \
+        "a small star and a cross on a to gradient background"
+    assert without_colours("a large ring, white") == "a large ring,"
+    assert without_colours("") == ""
+
+    tokenizer = load_tokenizer()
+    _, _, text_encoder = build_models(0)
+    eot = tokenizer.eos_token_id
+    captions = ["a red circle and a cyan star", "a large square"]
+    ids = _ids(tokenizer, captions)
+    stripped = _ids(tokenizer, [without_colours(c) for c in captions])
+    with torch.no_grad():
+        states = text_encoder(ids).last_hidden_state
+        target = text_encoder(stripped).last_hidden_state
+    aligned = align_padding(target, stripped, ids, eot)
+    # "a red circle and a cyan star": 8 tokens ("cyan" is two) and the end-of-text, padding from 10;
+    # "a circle and a star": padding from 7, so the target's state 7 faces the caption's 10
+    assert torch.equal(aligned[0, 10], target[0, 7]) and torch.equal(aligned[0, 76], target[0, 73])
+    assert torch.equal(aligned[1], target[1])   # nothing to take out: the caption's own padding
+    assert padding_loss(states[1:], ids[1:], aligned[1:], eot) == 0
+    assert padding_loss(states, ids, aligned, eot) > 0
+    with pytest.raises(ValueError, match="longer"):
+        align_padding(states, ids, stripped, eot)

@@ -10,7 +10,10 @@ to 22 of 36 images. A leak through the padding reaches every pixel, so
 
 The loss pulls each padding state towards the same position's state for the
 empty caption (held fixed for the step), so the U-Net can only learn the
-colours from the words' own tokens, where token grounding places them. The end-of-text
+colours from the words' own tokens, where token grounding places them. The
+other target, untried in a full run, is the padding of the caption itself
+without its colour words (`without_colours`, lined up by `align_padding`): it
+takes out the colours and leaves the shapes in the padding. The end-of-text
 token itself is left free: it is the pooled state the caption heads read.
 Training only: the exported model and how Easel encodes prompts are unchanged.
 
@@ -21,7 +24,19 @@ two-object colour from 22% to 86%, but shape fell from 72% to 36%. Off by defaul
 """
 from __future__ import annotations
 
+import re
+
 import torch
+
+from training.shapes_dataset import BACKGROUND_COLOURS
+
+_COLOUR_WORDS = re.compile(r"\b(?:" + "|".join(BACKGROUND_COLOURS) + r")\b\s*")
+
+
+def without_colours(caption: str) -> str:
+    """The caption with its colour words taken out: "a red star on a blue background" ->
+    "a star on a background". Its padding is the colourless target (align_padding)."""
+    return _COLOUR_WORDS.sub("", caption).strip()
 
 
 def padding_mask(ids: torch.Tensor, eot_id: int) -> torch.Tensor:
@@ -31,13 +46,34 @@ def padding_mask(ids: torch.Tensor, eot_id: int) -> torch.Tensor:
     return torch.arange(ids.shape[1], device=ids.device)[None, :] > first[:, None]
 
 
-def padding_loss(states: torch.Tensor, ids: torch.Tensor, empty_states: torch.Tensor, eot_id: int) -> torch.Tensor:
-    """Mean squared distance of the padding states from the empty caption's at the same positions.
+def padding_loss(states: torch.Tensor, ids: torch.Tensor, target_states: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """Mean squared distance of the padding states from the target's at the same positions.
 
     states: (batch, tokens, width) text states of the captions; ids: their token ids;
-    empty_states: (tokens, width) or (1, tokens, width) states of the empty caption."""
+    target_states: the empty caption's states, (tokens, width) or (1, tokens, width), or one
+    row per caption (batch, tokens, width) lined up by align_padding. Held fixed (detached)."""
     mask = padding_mask(ids, eot_id)
     if not mask.any():
         return states.sum() * 0.0
-    gap = ((states.float() - empty_states.reshape(1, *states.shape[1:]).float().detach()) ** 2).mean(-1)
+    target = target_states.reshape(-1, *states.shape[1:]).float().detach()
+    gap = ((states.float() - target) ** 2).mean(-1)
     return gap[mask].mean()
+
+
+def align_padding(target_states: torch.Tensor, target_ids: torch.Tensor, ids: torch.Tensor,
+                  eot_id: int) -> torch.Tensor:
+    """target_states shifted row by row so that their padding starts where the captions' does:
+    the k-th padding state after each caption's end-of-text faces the k-th after the target's.
+    Positions before the padding are left as they were (padding_loss ignores them).
+    The target caption must be no longer than the caption (a caption less some words is)."""
+    out = target_states.clone()
+    first = padding_mask(ids, eot_id).int().argmax(1)               # first padding position
+    target_first = padding_mask(target_ids, eot_id).int().argmax(1)
+    for b in range(ids.shape[0]):
+        start, target_start = int(first[b]), int(target_first[b])
+        if target_start > start:
+            raise ValueError("the target caption is longer than the caption it stands for")
+        if start:   # a row with no padding (start 0 from argmax of all False) has nothing to align
+            n = ids.shape[1] - start
+            out[b, start:] = target_states[b, target_start:target_start + n]
+    return out

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from training.caption_heads import SIDE_HEADS
 from training.shapes_dataset import ShapesDataset
-from training.quiet_padding import padding_loss
+from training.quiet_padding import align_padding, padding_loss, without_colours
 from training.token_grounding import TokenGrounding, record_cross_attention
 
 REPO = Path(__file__).resolve().parent.parent
@@ -312,9 +312,14 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
         maps.clear()
         loss = loss + weight * side["grounding"]
     if args.padding_weight > 0:
+        eot = tokenizer.eos_token_id
         with torch.no_grad(), _autocast():
-            empty = encode_text(text_encoder, tokenizer, [""])[1].last_hidden_state
-        side["padding"] = padding_loss(encoded.last_hidden_state, ids, empty, tokenizer.eos_token_id)
+            if args.padding_target == "empty":
+                target = encode_text(text_encoder, tokenizer, [""])[1].last_hidden_state
+            else:   # each caption's own, without its colour words
+                target_ids, target = encode_text(text_encoder, tokenizer, [without_colours(c) for c in captions])
+                target = align_padding(target.last_hidden_state, target_ids, ids, eot)
+        side["padding"] = padding_loss(encoded.last_hidden_state, ids, target, eot)
         loss = loss + args.padding_weight * side["padding"]
     return loss, per.mean(), side
 
@@ -578,6 +583,7 @@ def run(args):
                "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
                "noun_identity_weight": args.noun_identity_weight, "grounding_weight": args.grounding_weight,
                "ground_background": args.ground_background, "padding_weight": args.padding_weight,
+               "padding_target": args.padding_target,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
                "vae_reconstruction_l1_255": round(state["vae_rec_l1"], 3),
                "scaling_factor": round(state["scaling_factor"], 5),
@@ -656,6 +662,10 @@ def parse_args(argv=None):
                         "the caption's colours to every pixel). Off in the shipped recipe: run demo12 (0.02, "
                         "with grounding 0.02 and --ground-background) took colour from 88%% to 97%% and two-object "
                         "colour from 22%% to 86%%, but shape fell from 72%% to 36%% (docs/demo-model.md)")
+    p.add_argument("--padding-target", choices=("empty", "colourless"), default="empty",
+                   help="what --padding-weight pulls the padding towards: the empty caption's padding (run "
+                        "demo12), or the padding of the caption itself without its colour words, so that the "
+                        "padding still names the shapes (untried; docs/demo-model.md)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
