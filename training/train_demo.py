@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.caption_heads import SIDE_HEADS
-from training.shapes_dataset import ShapesDataset
 from training.quiet_padding import align_padding, padding_loss, without_colours
+from training.shapes_dataset import ShapesDataset
 from training.token_grounding import TokenGrounding, record_cross_attention
 
 REPO = Path(__file__).resolve().parent.parent
