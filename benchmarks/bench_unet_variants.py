@@ -8,6 +8,8 @@
     venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc     # plain, glibc malloc keeping freed memory
     venv/bin/python -m benchmarks.bench_unet_variants bf16_malloc_all # ... and blocks over 32 MiB from the heap too
     venv/bin/python -m benchmarks.bench_unet_variants fp32_bf32       # fp32 tensors, matmuls/convs on bf16 units
+    venv/bin/python -m benchmarks.bench_unet_variants fp32_classic    # attention as baddbmm + softmax + bmm, not SDPA
+    venv/bin/python -m benchmarks.bench_unet_variants fp32_sliced     # ... one batch-head slice at a time
     venv/bin/python -m benchmarks.bench_unet_variants vae_bf16        # SD1.5 VAE decode at 512 (any suffix above)
     (suffixes combine: bf16_freeze_malloc)
     (fp32_... the same in fp32)
@@ -29,15 +31,25 @@ import torch
 OUT = Path(tempfile.gettempdir()) / "easel-unet-variants"
 
 
-def _unet(dtype):
+def _attention_processor(variant: str):
+    """diffusers' own attention processors: SDPA (what diffusers picks), or its older explicit-matmul ones."""
+    from diffusers.models import attention_processor as ap
+
+    if "_classic" in variant:
+        return ap.AttnProcessor()
+    if "_sliced" in variant:
+        return ap.SlicedAttnProcessor(slice_size=1)
+    return ap.AttnProcessor2_0()
+
+
+def _unet(dtype, variant: str = ""):
     """The SD1.5 U-Net and one CFG step's inputs (batch 2, 64x64 latent)."""
     from diffusers import UNet2DConditionModel
-    from diffusers.models.attention_processor import AttnProcessor2_0
 
     from benchmarks.bench_sd15_unet import SD15_UNET
 
     unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
-    unet.set_attn_processor(AttnProcessor2_0())
+    unet.set_attn_processor(_attention_processor(variant))
     cond = torch.randn(2, 77, 768, dtype=dtype)
     return unet.to(dtype), torch.randn(2, 4, 64, 64, dtype=dtype), \
         lambda net, x: net(x, torch.tensor(500), encoder_hidden_states=cond).sample
@@ -64,7 +76,7 @@ def run(variant: str) -> None:
         torch.backends.mkldnn.matmul.fp32_precision = "bf16"
         torch.backends.mkldnn.conv.fp32_precision = "bf16"
     torch.manual_seed(0)
-    net, x, forward = (_vae_decoder if variant.startswith("vae_") else _unet)(dtype)
+    net, x, forward = _vae_decoder(dtype) if variant.startswith("vae_") else _unet(dtype, variant)
     if "_cl" in variant:
         net = net.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
