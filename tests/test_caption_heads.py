@@ -42,6 +42,7 @@ def test_the_shipped_recipe_trains_the_caption_heads():
     assert args.grounding_weight == 0.0   # tried in runs demo11 and demo12, not shipped
     assert args.padding_weight == 0.0 and not args.ground_background   # tried in run demo12, not shipped
     assert args.padding_target == "empty"   # as run demo12 ran it
+    assert args.ground_shape_nouns   # as runs demo11-13 grounded
 
 
 def test_noun_colour_targets_label_each_noun_with_the_colour_word_before_it():

@@ -14,9 +14,9 @@ def tokenizer():
     return load_tokenizer()
 
 
-def _grounded_words(tokenizer, captions, background=False):
+def _grounded_words(tokenizer, captions, background=False, shape_nouns=True):
     ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
-    objects = TokenGrounding(tokenizer, background).token_objects(ids, captions)
+    objects = TokenGrounding(tokenizer, background, shape_nouns).token_objects(ids, captions)
     return [[(tokenizer.decode([int(t)]), int(k)) for t, k in zip(row, ks) if k >= 0] for row, ks in zip(ids, objects)]
 
 
@@ -47,6 +47,16 @@ def test_with_background_on_the_backgrounds_words_are_its_own(tokenizer):
                                                       ("red", "to", "blue", "gradient", "background")]
     assert words[3] == [("star", 0), ("green", 0)]
     assert words[4] == []
+
+
+def test_without_shape_nouns_only_the_colour_words_are_grounded(tokenizer):
+    words = _grounded_words(tokenizer, [
+        "a red square and a red circle on a blue background",   # the same colour twice: one each
+        "a large star, green in the bottom",
+        ""], background=True, shape_nouns=False)
+    assert words[0] == [("red", 0), ("red", 1), ("blue", BACKGROUND), ("background", BACKGROUND)]
+    assert words[1] == [("green", 0)]
+    assert words[2] == []
 
 
 def test_coverage_is_where_the_dataset_drew_each_object():

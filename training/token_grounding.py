@@ -79,9 +79,13 @@ def record_cross_attention(unet) -> list:
 class TokenGrounding:
     """Which token positions belong to which object, and the grounding loss over recorded maps."""
 
-    def __init__(self, tokenizer, background: bool = False):
+    def __init__(self, tokenizer, background: bool = False, shape_nouns: bool = True):
         # a colour may be several BPE tokens ("cyan"); each of them is grounded
         self._words = {word: word_ids(tokenizer, word) for word in (*COLOURS, *SHAPES)}
+        # Without shape nouns only the colour words are grounded. A filled mask says where an
+        # object is, not its outline: runs demo12/13 grounded the nouns with the padding quiet,
+        # and circles and stars came out as blobs (docs/demo-model.md).
+        self.shape_nouns = shape_nouns
         # With background on, the words of "on a {colour} [and|to {colour}] [striped|gradient]
         # background" are grounded too, onto the pixels no object covers (slot BACKGROUND).
         self.background = background
@@ -90,7 +94,7 @@ class TokenGrounding:
 
     def token_objects(self, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """(batch, tokens) long: the index of the object (0 or 1, caption order) whose colour word
-        or shape noun the token is part of, BACKGROUND for the background's words when grounded;
+        or (with shape_nouns) shape noun the token is part of, BACKGROUND for the background's words when grounded;
         -1 elsewhere. Each object takes the first unused
         occurrence of its words, so "a red square and a blue square" grounds each "square" apart."""
         out = torch.full(ids.shape, -1, dtype=torch.long)
@@ -102,7 +106,7 @@ class TokenGrounding:
                 used.update(span)
                 out[b, list(span)] = BACKGROUND
             for k, words in enumerate(zip(meta["colours"][:2], meta["shapes"][:2])):
-                for word in words:
+                for word in words if self.shape_nouns else words[:1]:
                     run = self._words[word]
                     for p in range(1, len(row) - len(run) + 1):
                         span = range(p, p + len(run))
