@@ -147,3 +147,48 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
     assert all(len(row) == 5 + len(SIDE_HEADS) + 2 for row in rows)
     assert all(0 <= float(row[-2]) <= 1 and float(row[-1]) >= 0 for row in rows)
     assert (tmp_path / "final" / "unet").is_dir()
+
+
+def test_a_grounding_phase_follows_the_unet_phase_and_resumes_inside_it(tmp_path, monkeypatch):
+    """--grounding-steps: the U-Net phase trains without the grounding loss, then a 'ground' phase
+    trains with it; an interruption inside that phase resumes there, and the loss plot reads both."""
+    from modules import malloc_tuning
+    from training import loss_plot, train_demo
+
+    monkeypatch.setattr(train_demo, "measure_vae", lambda vae, seed: (0.25, 1.0))
+    monkeypatch.setattr(malloc_tuning, "keep_freed_memory", lambda large_blocks_too=False: False)
+    args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
+            "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
+            "--unet-steps", "2", "--noun-colour-weight", "0", "--grounding-weight", "0.02",
+            "--grounding-steps", "2", "--checkpoint-minutes", "0"]
+    real_step, calls = train_demo.unet_step, []
+
+    def interrupted_in_the_grounding_phase(*a, **kw):
+        calls.append(a[-2] is not None)            # grounding: (TokenGrounding, maps, weight) or None
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(train_demo, "unet_step", interrupted_in_the_grounding_phase)
+    with pytest.raises(KeyboardInterrupt):
+        train_demo.run(train_demo.parse_args(args))
+    assert calls == [False, False, True, True]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]
+    assert (state["phase"], state["step"]) == ("ground", 1)
+
+    monkeypatch.setattr(train_demo, "unet_step", real_step)
+    train_demo.run(train_demo.parse_args(args))
+    rows = [line.split(",") for line in (tmp_path / "losses.csv").read_text().splitlines() if line[0] in "ug"]
+    assert [(row[0], row[1]) for row in rows] == [("unet", "0"), ("unet", "1"), ("ground", "0"), ("ground", "1")]
+    # phase, step, loss, raw loss, seconds, caption loss; the grounding column only where it was trained
+    assert [len(row) for row in rows] == [6, 6, 7, 7]
+    assert [step for step, _ in loss_plot.read_losses(tmp_path / "losses.csv")["unet"]] == [0, 1, 2, 3]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["grounding_steps"], summary["unet_steps"]) == (2, 2)
+
+
+def test_a_grounding_phase_needs_a_grounding_weight():
+    from training import train_demo
+
+    with pytest.raises(SystemExit):
+        train_demo.parse_args(["--grounding-steps", "100"])

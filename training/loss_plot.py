@@ -20,9 +20,14 @@ W, H, PAD = 520, 300, 48
 
 def read_losses(path) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = {"vae": [], "unet": []}
+    ground_from = None
     with open(path, newline="") as f:
         for row in csv.reader(f):
             phase, step, _, measure = row[0], int(row[1]), row[2], float(row[3])
+            if phase == "ground":   # the grounding phase (--grounding-steps) goes on after the U-Net's steps
+                if ground_from is None:
+                    ground_from = 1 + max((s for s, _ in series["unet"]), default=-1)
+                phase, step = "unet", ground_from + step
             series[phase].append((step, measure))
     # a resumed run may repeat steps after its last checkpoint: keep the latest value
     return {k: sorted(dict(v).items()) for k, v in series.items()}

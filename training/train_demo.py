@@ -441,11 +441,12 @@ def run(args):
                   for spec in SIDE_HEADS if getattr(args, spec.weight_arg) > 0]
     side_params = [p for _, head, _ in side_heads for p in head.parameters()]
     # cross-attention of each object's words pulled onto its pixels (training/token_grounding.py)
-    grounding = None
-    if args.grounding_weight > 0:
-        grounding = (TokenGrounding(tokenizer, args.ground_background, args.ground_shape_nouns),
-                     record_cross_attention(unet),
-                     args.grounding_weight)
+    # With --grounding-steps it is installed only for the last phase, on a U-Net that has learned its shapes.
+    def install_grounding():
+        return (TokenGrounding(tokenizer, args.ground_background, args.ground_shape_nouns),
+                record_cross_attention(unet),
+                args.grounding_weight)
+    grounding = install_grounding() if args.grounding_weight > 0 and not args.grounding_steps else None
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=True)
     opt = torch.optim.AdamW(te_unet_params + side_params, lr=args.lr,
                             weight_decay=0.01, fused=True)
@@ -533,18 +534,20 @@ def run(args):
     args.scaling_factor = state["scaling_factor"]
     vae.eval().requires_grad_(False)
 
-    # ---- phase 2: U-Net + text encoder
-    if state["phase"] == "unet":
+    def train_unet(phase: str, steps: int, base_lr: float, warmup: int, offset: int):
+        """Steps state["step"]..steps-1 of a U-Net + text encoder phase. offset: the steps of the
+        phases before it, so the batches, noise and EMA warm-up go on where they left off."""
+        nonlocal last_ckpt
         unet.train(); text_encoder.train()
-        bar = tqdm(total=args.unet_steps, initial=state["step"], desc="unet", mininterval=10,
+        bar = tqdm(total=steps, initial=state["step"], desc=phase, mininterval=10,
                    file=sys.stdout, dynamic_ncols=False, ncols=100)
         smooth = None
-        batches = _batches(ds, args.batch_size, 100_000, state["step"], args.unet_steps, args.workers,
+        batches = _batches(ds, args.batch_size, 100_000 + offset, state["step"], steps, args.workers,
                            coverage=grounding is not None)
         for step, x, captions, coverage in batches:
-            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + step)
+            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + 500_000 + offset + step)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
+                g["lr"] = lr_at(step, steps, base_lr, warmup)
             loss, raw, side = unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args, side_heads,
                                         grounding, coverage)
             opt.zero_grad(set_to_none=True)
@@ -552,9 +555,9 @@ def run(args):
             for group in clip_groups:
                 torch.nn.utils.clip_grad_norm_(group, 1.0)
             opt.step()
-            ema.update(te_unet_params, step)
+            ema.update(te_unet_params, offset + step)
             smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
-            writer.writerow(["unet", step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
+            writer.writerow([phase, step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
                             + [f"{value.item():.4f}" for value in side.values()])  # caption, noun colour, noun identity, grounding, padding
             state["step"] = step + 1
             state["elapsed"] = time.time() - run_start
@@ -565,6 +568,25 @@ def run(args):
             if args.measure_seconds and time.time() - run_start > args.measure_seconds:
                 break
         bar.close()
+        return smooth
+
+    # ---- phase 2: U-Net + text encoder
+    smooth = None
+    if state["phase"] == "unet":
+        smooth = train_unet("unet", args.unet_steps, args.lr, args.warmup, 0)
+        if args.measure_seconds:
+            return
+        if args.grounding_steps:
+            state["phase"], state["step"] = "ground", 0
+        else:
+            state["phase"] = "done"
+        checkpoint()
+
+    # ---- phase 3 (with --grounding-steps): the same training with the grounding loss on
+    if state["phase"] == "ground":
+        grounding = install_grounding()
+        smooth = train_unet("ground", args.grounding_steps, args.grounding_lr, min(args.warmup, args.grounding_steps // 10),
+                            args.unet_steps)
         if args.measure_seconds:
             return
         state["phase"] = "done"
@@ -584,6 +606,7 @@ def run(args):
                "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
                "noun_identity_weight": args.noun_identity_weight, "grounding_weight": args.grounding_weight,
                "ground_background": args.ground_background, "ground_shape_nouns": args.ground_shape_nouns,
+               "grounding_steps": args.grounding_steps, "grounding_lr": args.grounding_lr,
                "padding_weight": args.padding_weight,
                "padding_target": args.padding_target,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
@@ -654,6 +677,12 @@ def parse_args(argv=None):
                         "each object's colour word and shape noun falls inside that object's pixels). Off in the "
                         "shipped recipe: run demo11 (0.02) grounded the attention but not the colours, and its "
                         "backgrounds fell from 100%% to 33%% (docs/demo-model.md)")
+    p.add_argument("--grounding-steps", type=int, default=0,
+                   help="with --grounding-weight: 0 grounds from the first U-Net step; N > 0 trains the "
+                        "U-Net phase without it, then N more steps with it (phase 'ground', its own cosine "
+                        "schedule from --grounding-lr), so the grounding meets shapes already learned")
+    p.add_argument("--grounding-lr", type=float, default=2e-4,
+                   help="peak learning rate of the --grounding-steps phase")
     p.add_argument("--ground-background", action=argparse.BooleanOptionalAction, default=False,
                    help="with --grounding-weight, also ground the background's words onto the pixels no "
                         "object covers (training/token_grounding.py). Off in the shipped recipe: see "
@@ -685,6 +714,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.terminal_signal is not None and args.zero_terminal_snr:
         p.error("--terminal-signal and --zero-terminal-snr both set the last step's signal; give one")
+    if args.grounding_steps and not args.grounding_weight > 0:
+        p.error("--grounding-steps trains a grounding phase: give --grounding-weight too")
     return args
 
 
