@@ -690,8 +690,8 @@ def parse_args(argv=None):
     p.add_argument("--ground-shape-nouns", action=argparse.BooleanOptionalAction, default=True,
                    help="with --grounding-weight, ground each object's shape noun as well as its colour word. "
                         "With it and a quiet padding (runs demo12/13) shape fell from 72%% to 36%%; "
-                        "--no-ground-shape-nouns grounds the colour words only (run demo15, unfinished when last measured; "
-                        "docs/demo-model.md)")
+                        "--no-ground-shape-nouns grounds the colour words only (run demo15: two-object colour "
+                        "22%% -> 75%%, but shape 50%%; docs/demo-model.md)")
     p.add_argument("--padding-weight", type=float, default=0.0,
                    help="weight of the quiet-padding loss (training/quiet_padding.py: the text states after "
                         "the end-of-text token are pulled towards the empty caption's, so they cannot carry "
