@@ -215,7 +215,7 @@ def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: 
     for attr, goal in GOALS.items():
         c, t = summary.get(("all", attr), (0, 0))
         if t:
-            lines.append(f"- {attr}: {100 * c / t:.0f}% — {'meets' if c / t >= goal else 'BELOW'} the goal")
+            lines.append(f"- {attr}: {100 * c / t:.1f}% ({c}/{t}) — {'meets' if c / t >= goal else 'BELOW'} the goal")
     if len(seeds) > 1:
         lines += ["", "## Each seed alone (how much one pass of the prompts owes to the noise)", "",
                   "| seeds | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]

@@ -4,11 +4,14 @@ One command, reproducible from the seed, resumable:
 
     venv/bin/python -m training.train_demo --seed 0 --out training/runs/demo
 
-The shipped model (run demo9s1) is the U-Net phase of seed 1 on the VAE of
-seed 0's phase 1, which the shipped file holds bit for bit:
+The shipped model (run demo16) is the U-Net phase of seed 1 on the VAE of
+seed 0's phase 1, which the shipped file holds bit for bit, with a quiet
+padding and a last phase of token grounding (88 min on 2 cores):
 
-    venv/bin/python -m training.train_demo --seed 1 --out training/runs/demo9s1 \
-        --vae-from models/Stable-diffusion/easel-demo.safetensors
+    venv/bin/python -m training.train_demo --seed 1 --out training/runs/demo16 \
+        --vae-from models/Stable-diffusion/easel-demo.safetensors \
+        --padding-weight 0.02 --padding-target colourless \
+        --grounding-weight 0.02 --ground-background --no-ground-shape-nouns --grounding-steps 600
 
 Phase 1 trains the small KL autoencoder (f=2), then freezes it and measures its
 latent std (-> scaling_factor). Phase 2 trains the U-Net
@@ -674,19 +677,19 @@ def parse_args(argv=None):
                         "(0.1, with noun colour 0.1) kept shape in the noun states but lost shape accuracy")
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the token-grounding loss (training/token_grounding.py: the cross-attention of "
-                        "each object's colour word and shape noun falls inside that object's pixels). Off in the "
-                        "shipped recipe: run demo11 (0.02) grounded the attention but not the colours, and its "
-                        "backgrounds fell from 100%% to 33%% (docs/demo-model.md)")
+                        "each object's colour word and shape noun falls inside that object's pixels). Off by default. "
+                        "From the first step it costs the shapes (runs demo11-15); the shipped run demo16 uses "
+                        "0.02 with --grounding-steps 600 (docs/demo-model.md)")
     p.add_argument("--grounding-steps", type=int, default=0,
                    help="with --grounding-weight: 0 grounds from the first U-Net step; N > 0 trains the "
                         "U-Net phase without it, then N more steps with it (phase 'ground', its own cosine "
-                        "schedule from --grounding-lr), so the grounding meets shapes already learned")
+                        "schedule from --grounding-lr), so the grounding meets shapes already learned (run demo16, 600, shipped: shapes kept, "
+                        "two-object colour unchanged at 22%%)")
     p.add_argument("--grounding-lr", type=float, default=2e-4,
                    help="peak learning rate of the --grounding-steps phase")
     p.add_argument("--ground-background", action=argparse.BooleanOptionalAction, default=False,
                    help="with --grounding-weight, also ground the background's words onto the pixels no "
-                        "object covers (training/token_grounding.py). Off in the shipped recipe: see "
-                        "--padding-weight")
+                        "object covers (training/token_grounding.py). On in the shipped run demo16")
     p.add_argument("--ground-shape-nouns", action=argparse.BooleanOptionalAction, default=True,
                    help="with --grounding-weight, ground each object's shape noun as well as its colour word. "
                         "With it and a quiet padding (runs demo12/13) shape fell from 72%% to 36%%; "
@@ -695,7 +698,7 @@ def parse_args(argv=None):
     p.add_argument("--padding-weight", type=float, default=0.0,
                    help="weight of the quiet-padding loss (training/quiet_padding.py: the text states after "
                         "the end-of-text token are pulled towards the empty caption's, so they cannot carry "
-                        "the caption's colours to every pixel). Off in the shipped recipe: run demo12 (0.02, "
+                        "the caption's colours to every pixel). Off by default; 0.02 colourless in the shipped run demo16. Run demo12 (0.02, "
                         "with grounding 0.02 and --ground-background) took colour from 88%% to 97%% and two-object "
                         "colour from 22%% to 86%%, but shape fell from 72%% to 36%% (docs/demo-model.md)")
     p.add_argument("--padding-target", choices=("empty", "colourless"), default="empty",

@@ -3,11 +3,11 @@
     venv/bin/python -m training.train_lora                       # 1.5-3 minutes on 1 busy CPU core
     venv/bin/python -m training.train_lora --steps 20 --ckpt path/to/model.safetensors --out /tmp/x.safetensors
 
-Measured on the shipped demo model (demo9s1, 2026-11-27, 150 steps of 8
-images, lr 5e-3, 52 s of training on 2 CPU cores): blueness minus redness of
+Measured on the shipped demo model (demo16, 2026-11-28, 150 steps of 8
+images, lr 5e-3, 55 s of training on 2 CPU cores): blueness minus redness of
 the circle's pixels (training/judge.py) in "a large red circle" (4 images,
-seed 1, Euler a, 20 steps, CFG 7) is -338.7 without the tag, -205.9 with
-`<lora:red-to-blue:0.5>` and +165.4 with `<lora:red-to-blue:1>`; without the
+seed 1, Euler a, 20 steps, CFG 7) is -321.8 without the tag, -29.6 with
+`<lora:red-to-blue:0.5>` and +155.1 with `<lora:red-to-blue:1>`; without the
 tag again it is the same (the weights are restored after each job; a test
 checks it). Retrain it for each new demo
 checkpoint: a LoRA only fits the weights it was trained on.
