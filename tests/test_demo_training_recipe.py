@@ -108,31 +108,46 @@ def test_vae_reuse_from_a_model_file_loads_its_vae_and_scaling_factor(tmp_path):
     assert state["scaling_factor"] == pytest.approx(family_factor) and state["vae_rec_l1"] > 0
 
 
-def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path, monkeypatch):
-    """Each classifier's weights and each side loss's column survive a checkpoint, and a rerun
-    continues the run."""
+def _tiny_run_args(tmp_path, monkeypatch, *extra: str) -> list[str]:
+    """train_demo arguments for a run of a few 2-image steps with a checkpoint after every step."""
     from modules import malloc_tuning
     from training import train_demo
-    from training.caption_heads import SIDE_HEADS
 
     monkeypatch.setattr(train_demo, "measure_vae", lambda vae, seed: (0.25, 1.0))   # 128 images: too slow here
     # run() tunes glibc malloc for the whole process: not for the test process, which runs the other tests
     monkeypatch.setattr(malloc_tuning, "keep_freed_memory", lambda large_blocks_too=False: False)
-    args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
+    return ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
             "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
-            "--unet-steps", "3", "--noun-colour-weight", "0.1", "--noun-identity-weight", "0.1",
-            "--grounding-weight", "0.02", "--ground-background",
-            "--padding-weight", "0.02", "--padding-target", "colourless",
-            "--checkpoint-minutes", "0"]   # a checkpoint after every step
-    real_step, calls = train_demo.unet_step, []
+            "--checkpoint-minutes", "0", *extra]
 
-    def interrupted_at_the_second_step(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
+
+def _interrupt_unet_step(monkeypatch, at_call: int, calls: list):
+    """Make train_demo.unet_step raise KeyboardInterrupt on its at_call-th call (1-based), appending
+    whether each call was given a grounding; returns the real function to put back."""
+    from training import train_demo
+
+    real_step = train_demo.unet_step
+
+    def interrupted(*a, **kw):
+        calls.append(a[-2] is not None)            # grounding: (TokenGrounding, maps, weight) or None
+        if len(calls) == at_call:
             raise KeyboardInterrupt
         return real_step(*a, **kw)
 
-    monkeypatch.setattr(train_demo, "unet_step", interrupted_at_the_second_step)
+    monkeypatch.setattr(train_demo, "unet_step", interrupted)
+    return real_step
+
+
+def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """Each classifier's weights and each side loss's column survive a checkpoint, and a rerun
+    continues the run."""
+    from training import train_demo
+    from training.caption_heads import SIDE_HEADS
+
+    args = _tiny_run_args(tmp_path, monkeypatch, "--unet-steps", "3", "--noun-colour-weight", "0.1",
+                          "--noun-identity-weight", "0.1", "--grounding-weight", "0.02", "--ground-background",
+                          "--padding-weight", "0.02", "--padding-target", "colourless")
+    real_step = _interrupt_unet_step(monkeypatch, 2, [])
     with pytest.raises(KeyboardInterrupt):
         train_demo.run(train_demo.parse_args(args))
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
@@ -152,24 +167,12 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
 def test_a_grounding_phase_follows_the_unet_phase_and_resumes_inside_it(tmp_path, monkeypatch):
     """--grounding-steps: the U-Net phase trains without the grounding loss, then a 'ground' phase
     trains with it; an interruption inside that phase resumes there, and the loss plot reads both."""
-    from modules import malloc_tuning
     from training import loss_plot, train_demo
 
-    monkeypatch.setattr(train_demo, "measure_vae", lambda vae, seed: (0.25, 1.0))
-    monkeypatch.setattr(malloc_tuning, "keep_freed_memory", lambda large_blocks_too=False: False)
-    args = ["--out", str(tmp_path), "--export", "", "--threads", str(torch.get_num_threads()), "--batch-size", "2",
-            "--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch-size", "2", "--vae-full-batch-size", "2",
-            "--unet-steps", "2", "--noun-colour-weight", "0", "--grounding-weight", "0.02",
-            "--grounding-steps", "2", "--checkpoint-minutes", "0"]
-    real_step, calls = train_demo.unet_step, []
-
-    def interrupted_in_the_grounding_phase(*a, **kw):
-        calls.append(a[-2] is not None)            # grounding: (TokenGrounding, maps, weight) or None
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_step(*a, **kw)
-
-    monkeypatch.setattr(train_demo, "unet_step", interrupted_in_the_grounding_phase)
+    args = _tiny_run_args(tmp_path, monkeypatch, "--unet-steps", "2", "--noun-colour-weight", "0",
+                          "--grounding-weight", "0.02", "--grounding-steps", "2")
+    calls = []
+    real_step = _interrupt_unet_step(monkeypatch, 4, calls)
     with pytest.raises(KeyboardInterrupt):
         train_demo.run(train_demo.parse_args(args))
     assert calls == [False, False, True, True]
