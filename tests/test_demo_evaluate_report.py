@@ -20,7 +20,7 @@ def test_report_pools_every_image_and_lists_each_seed_and_prompt():
     summary = summarize(rows)
     assert summary[("all", "colour")] == (3, 4) and summary[("all", "shape")] == (2, 4)
     assert summary[("held-out pairs", "shape")] == (0, 2)
-    report = format_report(summary, {}, {}, rows, 1.0, "model.safetensors")
+    report = format_report(summary, {}, rows, 1.0, "model.safetensors")
     assert "2 prompts, 2 image(s) each (4 images" in report
     assert "| 1000+i | 100% (2/2) | 50% (1/2) |" in report and "| 2000+i | 50% (1/2) | 50% (1/2) |" in report
     assert "| a red circle |  | colour 1/2, shape 2/2 |" in report
@@ -29,6 +29,15 @@ def test_report_pools_every_image_and_lists_each_seed_and_prompt():
 
 def test_a_prompt_text_that_appears_twice_in_the_set_is_reported_twice():
     rows = [_row(0, "a red circle", 1000, True, True), _row(1, "a red circle", 1000, False, False)]
-    report = format_report(summarize(rows), {}, {}, rows, 1.0, "model.safetensors")
+    report = format_report(summarize(rows), {}, rows, 1.0, "model.safetensors")
     assert "2 prompts, 1 image(s) each" in report
     assert "| a red circle |  | colour 1/1, shape 1/1 |" in report and "| a red circle |  | colour 0/1, shape 0/1 |" in report
+
+
+def test_report_lists_each_judge_self_check():
+    rows = [_row(0, "a red circle", 1000, True, True)]
+    checks = {"one object, clean": {"colour": (10, 10), "shape": (9, 10)},
+              "two objects, clean": {"colour": (99, 100), "shape": (98, 100)}}
+    report = format_report(summarize(rows), checks, rows, 1.0, "model.safetensors")
+    assert "| one object, clean | 100% (10/10) | 90% (9/10) | - | - | - |" in report
+    assert "| two objects, clean | 99% (99/100) | 98% (98/100) | - | - | - |" in report

@@ -118,35 +118,58 @@ def build_prompts() -> list[dict]:
 
 # ---------------------------------------------------------------- judge self-check
 
-def judge_accuracy_on_ground_truth(count: int = 300, seed: int = 123, degrade: bool = False) -> dict:
-    """Judge accuracy on rendered dataset images with plain backgrounds (optionally blurred + noisy,
-    like model output). Returns {attribute: (correct, total)}."""
+def _degrade(image: Image.Image, rng) -> Image.Image:
+    """Blur and noise a render the way generated images are soft and grainy."""
+    image = image.filter(ImageFilter.GaussianBlur(0.8))
+    noisy = np.asarray(image, np.float32) + rng.normal(0, 8, (64, 64, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def _one_object_checks(sample, image) -> dict:
+    reading = judge.read_image(image)
+    obj, main = sample.objects[0], reading.main
+    checks = {"colour": main is not None and main.colour == obj.colour,
+              "shape": main is not None and main.shape == obj.shape,
+              "size": main is not None and main.size == obj.size,
+              "background": reading.background == sample.background}
+    if obj.position:
+        checks["position"] = main is not None and main.position == obj.position
+    return checks
+
+
+def _two_object_checks(sample, image) -> dict:
+    # the same set matching as a two-object prompt gets in judge.judge
+    expected = {"colours": [o.colour for o in sample.objects], "shapes": [o.shape for o in sample.objects]}
+    return judge.judge(image, expected)
+
+
+def judge_accuracy_on_ground_truth(count: int = 300, seed: int = 123, degrade: bool = False,
+                                   objects: int = 1) -> dict:
+    """Judge accuracy on rendered dataset images with plain backgrounds and `objects` objects
+    (1, or 2: colour and shape scored as sets, as for two-object prompts), optionally blurred
+    and noisy like model output. Returns {attribute: (correct, total)}."""
     ds = ShapesDataset(seed=seed, include_held_out=True)
     rng = np.random.default_rng(seed)
+    checker = _one_object_checks if objects == 1 else _two_object_checks
     scores = defaultdict(lambda: [0, 0])
     index = 0
     while scores["shape"][1] < count:
         sample = ds.sample(index)
         index += 1
-        if len(sample.objects) != 1 or sample.background in ("striped", "gradient"):
+        if len(sample.objects) != objects or sample.background in ("striped", "gradient"):
             continue
-        image = sample.image
-        if degrade:
-            image = image.filter(ImageFilter.GaussianBlur(0.8))
-            noisy = np.asarray(image, np.float32) + rng.normal(0, 8, (64, 64, 3))
-            image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-        reading = judge.read_image(image)
-        obj, main = sample.objects[0], reading.main
-        checks = {"colour": main is not None and main.colour == obj.colour,
-                  "shape": main is not None and main.shape == obj.shape,
-                  "size": main is not None and main.size == obj.size,
-                  "background": reading.background == sample.background}
-        if obj.position:
-            checks["position"] = main is not None and main.position == obj.position
-        for key, ok in checks.items():
+        image = _degrade(sample.image, rng) if degrade else sample.image
+        for key, ok in checker(sample, image).items():
             scores[key][0] += int(ok)
             scores[key][1] += 1
     return {k: tuple(v) for k, v in scores.items()}
+
+
+def judge_self_checks(count: int = 300) -> dict:
+    """{label: scores} of the judge on ground truth, one and two objects, clean and degraded."""
+    return {f"{label}, {state}": judge_accuracy_on_ground_truth(count, degrade=degrade, objects=objects)
+            for label, objects in (("one object", 1), ("two objects", 2))
+            for state, degrade in (("clean", False), ("blurred (sigma 0.8) + noise (sd 8)", True))}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -195,8 +218,9 @@ def _pct(pair) -> str:
     return f"{100 * correct / total:.0f}% ({correct}/{total})" if total else "-"
 
 
-def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: list[dict], seconds: float,
+def format_report(summary: dict, judge_checks: dict, rows: list[dict], seconds: float,
                   model_path, device: str = "cpu fp32") -> str:
+    """The markdown report; judge_checks: {label: scores} from judge_self_checks."""
     attrs = ["colour", "shape", "position", "size", "background"]
     groups = ["all", "seen pairs", "held-out pairs"] + sorted({r["category"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
@@ -223,10 +247,11 @@ def format_report(summary: dict, judge_clean: dict, judge_degraded: dict, rows: 
             alone = summarize([r for r in rows if r["seed"] == base])
             lines.append(f"| {base}+i | " + " | ".join(_pct(alone.get(("all", a), (0, 0))) for a in attrs) + " |")
     lines += ["", "## The judge's own accuracy (ground-truth renders, plain backgrounds)", "",
-              "| renders | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|",
-              "| clean | " + " | ".join(_pct(judge_clean.get(a, (0, 0))) for a in attrs) + " |",
-              "| blurred (sigma 0.8) + noise (sd 8) | " + " | ".join(_pct(judge_degraded.get(a, (0, 0))) for a in attrs) + " |",
-              "", "## Every prompt (right / images)", "", "| prompt | held out | judged |", "|---|---|---|"]
+              "Two objects are scored as two-object prompts are: both colours, and each colour's shape.", "",
+              "| renders | " + " | ".join(attrs) + " |", "|---" * (len(attrs) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(_pct(scores.get(a, (0, 0))) for a in attrs) + " |"
+              for label, scores in judge_checks.items()]
+    lines += ["", "## Every prompt (right / images)", "", "| prompt | held out | judged |", "|---|---|---|"]
     for index in prompts:
         mine = [r for r in rows if r["index"] == index]
         verdict = ", ".join(f"{attr} {sum(r['result'][attr] for r in mine)}/{len(mine)}" for attr in mine[0]["result"])
@@ -265,15 +290,14 @@ def main(argv=None):
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
-    judge_clean = judge_accuracy_on_ground_truth(degrade=False)
-    judge_degraded = judge_accuracy_on_ground_truth(degrade=True)
+    judge_checks = judge_self_checks()
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
     rows = evaluate(model, prompts, seeds=seed_bases(args.seed, args.seeds), scheduler=args.schedule)
     seconds = time.time() - started
     summary = summarize(rows)
-    report = format_report(summary, judge_clean, judge_degraded, rows, seconds, args.model,
+    report = format_report(summary, judge_checks, rows, seconds, args.model,
                            f"{args.device} {args.precision}" + (f", schedule {args.schedule}" if args.schedule else ""))
     print(report.split("## Every prompt")[0])
     if args.report:
