@@ -195,3 +195,51 @@ def test_a_grounding_phase_needs_a_grounding_weight():
 
     with pytest.raises(SystemExit):
         train_demo.parse_args(["--grounding-steps", "100"])
+
+
+def test_init_from_a_model_file_starts_the_unet_and_text_encoder_there(tmp_path, monkeypatch):
+    """--init-from MODEL: a fine-tuning probe begins at that model's weights, not at random ones."""
+    from modules.checkpoint_export import export_original_checkpoint
+    from training import train_demo
+
+    unet, vae, text_encoder = train_demo.build_models(7)
+    path = export_original_checkpoint(unet, vae, text_encoder, tmp_path / "model.safetensors")
+    fresh_unet, _, fresh_text = train_demo.build_models(1)
+    train_demo.init_from_model(path, fresh_unet, fresh_text)
+    for mine, theirs in ((fresh_unet, unet), (fresh_text, text_encoder)):
+        for name, tensor in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[name], tensor), name
+    with pytest.raises(SystemExit):
+        train_demo.parse_args(["--init-from", str(path)])      # without --vae-from it would train a new VAE under it
+
+    args = _tiny_run_args(tmp_path / "run", monkeypatch, "--unet-steps", "1", "--noun-colour-weight", "0",
+                          "--vae-from", str(path), "--init-from", str(path), "--lr", "0")
+    train_demo.run(train_demo.parse_args(args))
+    # learning rate 0: the saved EMA weights are the file's own (fp16 in the file, so compare loosely)
+    from diffusers import UNet2DConditionModel
+
+    saved = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "final" / "unet").state_dict()
+    for name, tensor in unet.state_dict().items():
+        assert torch.allclose(saved[name], tensor, atol=2e-3, rtol=1e-2), name
+
+
+def test_two_object_options_change_the_share_and_the_layout():
+    from training.shapes_dataset import POSITIONS, ShapesDataset
+
+    default, explicit = ShapesDataset(seed=3), ShapesDataset(seed=3, two_object_share=0.2, two_object_layout="either")
+    assert [default.sample(i).caption for i in range(40)] == [explicit.sample(i).caption for i in range(40)]
+    pairs = [s for s in (ShapesDataset(seed=3).sample(i) for i in range(300)) if len(s.objects) == 2]
+    assert {s.objects[0].position for s in pairs} == {"left", "top"}     # either: both layouts occur
+
+    side = ShapesDataset(seed=3, two_object_share=1.0, two_object_layout="side-by-side")
+    samples = [side.sample(i) for i in range(60)]
+    assert all(len(s.objects) == 2 for s in samples)
+    for s in samples:
+        first, second = s.objects
+        assert (first.position, second.position) == ("left", "right")
+        assert s.caption.startswith(f"a {first.colour} {first.shape} and a {second.colour} {second.shape}")
+        assert first.centre[0] < POSITIONS["center"][0] < second.centre[0]
+    with pytest.raises(ValueError, match="two_object_layout"):
+        ShapesDataset(two_object_layout="stacked")
+    with pytest.raises(ValueError, match="two_object_share"):
+        ShapesDataset(two_object_share=1.5)

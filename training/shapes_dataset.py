@@ -183,14 +183,27 @@ def render(objects: list[ShapeObject], background: np.ndarray) -> Image.Image:
 
 # ---------------------------------------------------------------- sampling
 
+TWO_OBJECT_LAYOUTS = ("either", "side-by-side")
+
 class ShapesDataset:
     """Infinite deterministic stream: sample(i) depends only on (seed, i)."""
 
     def __init__(self, seed: int = 0, include_held_out: bool = False,
-                 position_caption_prob: float = 0.5):
+                 position_caption_prob: float = 0.5, two_object_share: float = 0.2,
+                 two_object_layout: str = "either"):
+        """two_object_share: the share of two-object images. two_object_layout: "either" puts a
+        pair side by side or stacked at random, "side-by-side" always side by side, so the
+        first-named object is always the left one (a binding the U-Net can read from its side
+        of the image alone). The defaults are the shipped recipe's stream, draw for draw."""
+        if two_object_layout not in TWO_OBJECT_LAYOUTS:
+            raise ValueError(f"two_object_layout must be one of {TWO_OBJECT_LAYOUTS}, not {two_object_layout!r}")
+        if not 0.0 <= two_object_share <= 1.0:
+            raise ValueError(f"two_object_share must be within 0..1, not {two_object_share}")
         self.seed = seed
         self.include_held_out = include_held_out
         self.position_caption_prob = position_caption_prob
+        self.two_object_share = two_object_share
+        self.two_object_layout = two_object_layout
         self._pairs = [(c, s) for c in COLOURS for s in SHAPES
                        if include_held_out or (c, s) not in HELD_OUT_PAIRS]
 
@@ -212,7 +225,7 @@ class ShapesDataset:
         return self._pairs[int(rng.integers(len(self._pairs)))]
 
     def _make(self, rng) -> Sample:
-        two = rng.random() < 0.2
+        two = rng.random() < self.two_object_share
         if two:
             return self._make_two(rng)
         return self._make_one(rng)
@@ -258,7 +271,7 @@ class ShapesDataset:
             c2, s2 = self._pick_pair(rng)
         # Two objects side by side (left/right) or stacked (top/bottom); the first
         # named is left/top so word order carries layout, like real captions.
-        horizontal = rng.random() < 0.5
+        horizontal = rng.random() < 0.5 or self.two_object_layout == "side-by-side"
         p1, p2 = ("left", "right") if horizontal else ("top", "bottom")
         objs = []
         for colour, shape, pos in ((c1, s1, p1), (c2, s2, p2)):

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from training.caption_heads import SIDE_HEADS
 from training.quiet_padding import align_padding, padding_loss, without_colours
-from training.shapes_dataset import ShapesDataset
+from training.shapes_dataset import TWO_OBJECT_LAYOUTS, ShapesDataset
 from training.token_grounding import TokenGrounding, record_cross_attention
 
 REPO = Path(__file__).resolve().parent.parent
@@ -412,6 +412,18 @@ def reuse_vae_of_model(model_path: Path, vae) -> dict:
             "vae_rec_l1": rec_l1, "vae_from": str(model_path)}
 
 
+def init_from_model(model_path: Path, unet, text_encoder) -> None:
+    """Start the U-Net and text encoder from an exported model file (fine-tuning probes: what a
+    change to the data or the losses does to a trained model in minutes, not a whole run). The
+    caption classifiers and the optimizer start fresh; the file is read by Easel's own loader."""
+    from modules import sd_models
+
+    loaded = sd_models.load_model(model_path, dtype=torch.float32)
+    unet.load_state_dict(loaded.unet.state_dict())
+    text_encoder.load_state_dict(loaded.text_encoders[0].state_dict())
+    print(f"U-Net and text encoder start from {model_path}", flush=True)
+
+
 def _vae_seconds_from_log(losses_csv: Path) -> float:
     """The elapsed time of the last VAE row of a run's losses.csv (older checkpoints lack vae_seconds)."""
     rows = [row for row in csv.reader(open(losses_csv)) if row and row[0] == "vae"]
@@ -435,7 +447,8 @@ def run(args):
     unet, vae, text_encoder = build_models(args.seed)
     for module in (unet, vae, text_encoder):
         module.to(_DEVICE)
-    ds = ShapesDataset(seed=args.seed)
+    ds = ShapesDataset(seed=args.seed, two_object_share=args.two_object_share,
+                       two_object_layout=args.two_object_layout)
     alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
@@ -476,6 +489,9 @@ def run(args):
         state = reuse_vae_of_model(Path(args.vae_from), vae)
     elif args.vae_from:
         state = reuse_vae(args, Path(args.vae_from), vae, opt_vae)
+    if args.init_from and not ckpt_path.exists():
+        init_from_model(Path(args.init_from), unet, text_encoder)
+        ema.shadow = [p.detach().clone().float() for p in te_unet_params]   # the EMA starts at the model
 
     loss_log = open(out / "losses.csv", "a", newline="")
     writer = csv.writer(loss_log)
@@ -706,6 +722,16 @@ def parse_args(argv=None):
                         "demo12), or the padding of the caption itself without its colour words, so that the "
                         "padding still names the shapes (run demo14, without grounding: shape 74%%, two-object "
                         "colour 25%%, as without it; docs/demo-model.md)")
+    p.add_argument("--two-object-share", type=float, default=0.2,
+                   help="share of training images with two objects")
+    p.add_argument("--two-object-layout", choices=TWO_OBJECT_LAYOUTS, default="either",
+                   help="how a two-object image places its pair: 'either' side by side or stacked at random "
+                        "(the caption does not say which), 'side-by-side' always, so the first-named "
+                        "object is always the left one")
+    p.add_argument("--init-from", default="",
+                   help="start the U-Net and text encoder from this exported model file instead of from "
+                        "scratch (fine-tuning probes; with --vae-from the same file, no phase is trained "
+                        "from nothing)")
     p.add_argument("--high-noise-share", type=float, default=0.4,
                    help="share of U-Net timesteps drawn from --high-noise-from..999 instead of 0..999")
     p.add_argument("--high-noise-from", type=int, default=600)
@@ -717,6 +743,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.terminal_signal is not None and args.zero_terminal_snr:
         p.error("--terminal-signal and --zero-terminal-snr both set the last step's signal; give one")
+    if args.init_from and not args.vae_from:
+        p.error("--init-from fine-tunes a trained U-Net: give --vae-from (the same file) so it keeps its VAE")
     if args.grounding_steps and not args.grounding_weight > 0:
         p.error("--grounding-steps trains a grounding phase: give --grounding-weight too")
     return args
