@@ -108,6 +108,8 @@ def test_judge_accuracy_on_two_object_ground_truth():
     for scores, shape_floor in ((clean, 0.95), (degraded, 0.9)):
         assert scores["colour"][0] / scores["colour"][1] >= 0.95, scores
         assert scores["shape"][0] / scores["shape"][1] >= shape_floor, scores
+    with pytest.raises(ValueError, match="objects"):
+        judge_accuracy_on_ground_truth(count=1, objects=3)   # no such images: an error, not an endless search
 
 
 def test_colour_measures_move_with_the_colour():

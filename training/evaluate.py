@@ -143,14 +143,19 @@ def _two_object_checks(sample, image) -> dict:
     return judge.judge(image, expected)
 
 
+_CHECKS_BY_OBJECT_COUNT = {1: _one_object_checks, 2: _two_object_checks}
+
+
 def judge_accuracy_on_ground_truth(count: int = 300, seed: int = 123, degrade: bool = False,
                                    objects: int = 1) -> dict:
     """Judge accuracy on rendered dataset images with plain backgrounds and `objects` objects
     (1, or 2: colour and shape scored as sets, as for two-object prompts), optionally blurred
     and noisy like model output. Returns {attribute: (correct, total)}."""
+    if objects not in _CHECKS_BY_OBJECT_COUNT:   # the dataset draws no other count: the loop would never end
+        raise ValueError(f"objects must be one of {sorted(_CHECKS_BY_OBJECT_COUNT)}, not {objects}")
+    checker = _CHECKS_BY_OBJECT_COUNT[objects]
     ds = ShapesDataset(seed=seed, include_held_out=True)
     rng = np.random.default_rng(seed)
-    checker = _one_object_checks if objects == 1 else _two_object_checks
     scores = defaultdict(lambda: [0, 0])
     index = 0
     while scores["shape"][1] < count:

@@ -271,6 +271,7 @@ class ShapesDataset:
             c2, s2 = self._pick_pair(rng)
         # Two objects side by side (left/right) or stacked (top/bottom); the first
         # named is left/top so word order carries layout, like real captions.
+        # the draw is made in every layout, so the rest of the stream does not shift
         horizontal = rng.random() < 0.5 or self.two_object_layout == "side-by-side"
         p1, p2 = ("left", "right") if horizontal else ("top", "bottom")
         objs = []

@@ -491,7 +491,7 @@ def run(args):
         state = reuse_vae(args, Path(args.vae_from), vae, opt_vae)
     if args.init_from and not ckpt_path.exists():
         init_from_model(Path(args.init_from), unet, text_encoder)
-        ema.shadow = [p.detach().clone().float() for p in te_unet_params]   # the EMA starts at the model
+        ema = EMA(te_unet_params, args.ema_decay)   # the EMA starts at the model's weights
 
     loss_log = open(out / "losses.csv", "a", newline="")
     writer = csv.writer(loss_log)
