@@ -197,6 +197,16 @@ def test_a_grounding_phase_needs_a_grounding_weight():
         train_demo.parse_args(["--grounding-steps", "100"])
 
 
+def test_exclusive_grounding_refuses_a_background_it_cannot_ground(capsys):
+    from training import train_demo
+
+    with pytest.raises(SystemExit):
+        train_demo.parse_args(["--grounding-weight", "0.05", "--grounding-mode", "exclusive", "--ground-background"])
+    assert "drop --ground-background" in capsys.readouterr().err
+    args = train_demo.parse_args(["--grounding-weight", "0.05", "--grounding-mode", "exclusive"])
+    assert args.grounding_mode == "exclusive"
+
+
 def test_init_from_a_model_file_starts_the_unet_and_text_encoder_there(tmp_path, monkeypatch):
     """--init-from MODEL: a fine-tuning probe begins at that model's weights, not at random ones."""
     from modules.checkpoint_export import export_original_checkpoint

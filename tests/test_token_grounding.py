@@ -153,3 +153,42 @@ def test_background_words_are_low_only_where_no_object_is(tokenizer):
     assert grounding.loss(maps_with_background_words_on(False), token_objects, cover) < 1e-4
     # the object's two words stay grounded, the background's two attend inside the object
     assert grounding.loss(maps_with_background_words_on(True), token_objects, cover) > 0.49
+
+
+def test_exclusive_grounding_only_keeps_each_objects_words_off_the_other_object(tokenizer):
+    grounding = TokenGrounding(tokenizer, exclusive=True)
+    captions = ["a red circle and a blue square", "a green star"]
+    ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    token_objects = grounding.token_objects(ids, captions)
+    cover = torch.zeros(2, 2, 64, 64)
+    cover[0, 0, :, :16] = 1    # first object: the left quarter
+    cover[0, 1, :, 48:] = 1    # second: the right quarter; the middle half is background
+    cover[1, 0, 16:48, 16:48] = 1   # the one-object image: no other object, so nothing to keep off
+
+    def maps(where) -> list:
+        """Each object token of image 0 attends where(k) says (a column slice of the 16x16 map);
+        image 1's tokens attend to its other half, which must not count."""
+        probs = torch.full((2, 16, 16, 77), 1e-6)
+        probs[..., 0] = 1.0   # pixels nothing names attend to the start token, as trained models do
+        for p, k in enumerate(token_objects[0].tolist()):
+            if k >= 0:
+                probs[0, :, where(k), p] = 1.0
+        for p, k in enumerate(token_objects[1].tolist()):
+            if k >= 0:
+                probs[1, :, :, p] = 1.0
+        probs = probs / probs.sum(-1, keepdim=True)
+        return [(1, probs.flatten(1, 2))]
+
+    own = lambda k: slice(0, 4) if k == 0 else slice(12, 16)
+    other = lambda k: slice(12, 16) if k == 0 else slice(0, 4)
+    assert grounding.loss(maps(own), token_objects, cover) < 1e-4
+    # the background is free: words spread over their object and the middle cost nothing
+    assert grounding.loss(maps(lambda k: slice(0, 12) if k == 0 else slice(4, 16)), token_objects, cover) < 1e-4
+    assert grounding.loss(maps(other), token_objects, cover) > 0.99
+    # the whole image: a quarter of each word's attention lies on the other object
+    assert abs(grounding.loss(maps(lambda k: slice(0, 16)), token_objects, cover) - 0.25) < 1e-3
+
+
+def test_exclusive_grounding_has_no_background_slot(tokenizer):
+    with pytest.raises(ValueError, match="background"):
+        TokenGrounding(tokenizer, background=True, exclusive=True)

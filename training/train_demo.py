@@ -459,7 +459,8 @@ def run(args):
     # cross-attention of each object's words pulled onto its pixels (training/token_grounding.py)
     # With --grounding-steps it is installed only for the last phase, on a U-Net that has learned its shapes.
     def install_grounding():
-        return (TokenGrounding(tokenizer, args.ground_background, args.ground_shape_nouns),
+        return (TokenGrounding(tokenizer, args.ground_background, args.ground_shape_nouns,
+                               exclusive=args.grounding_mode == "exclusive"),
                 record_cross_attention(unet),
                 args.grounding_weight)
     grounding = install_grounding() if args.grounding_weight > 0 and not args.grounding_steps else None
@@ -625,7 +626,7 @@ def run(args):
                "caption_loss_weight": args.caption_loss_weight, "noun_colour_weight": args.noun_colour_weight,
                "noun_identity_weight": args.noun_identity_weight, "grounding_weight": args.grounding_weight,
                "ground_background": args.ground_background, "ground_shape_nouns": args.ground_shape_nouns,
-               "grounding_steps": args.grounding_steps, "grounding_lr": args.grounding_lr,
+               "grounding_mode": args.grounding_mode, "grounding_steps": args.grounding_steps, "grounding_lr": args.grounding_lr,
                "padding_weight": args.padding_weight,
                "padding_target": args.padding_target,
                "unet_steps": args.unet_steps, "wall_seconds": round(state["elapsed"], 1),
@@ -703,6 +704,10 @@ def parse_args(argv=None):
                         "two-object colour unchanged at 22%%)")
     p.add_argument("--grounding-lr", type=float, default=2e-4,
                    help="peak learning rate of the --grounding-steps phase")
+    p.add_argument("--grounding-mode", choices=("inside", "exclusive"), default="inside",
+                   help="with --grounding-weight: 'inside' pulls each object's words onto that object (runs "
+                        "demo11-19); 'exclusive' only keeps them off the other object of a two-object image, "
+                        "leaving one-object images' attention free (training/token_grounding.py)")
     p.add_argument("--ground-background", action=argparse.BooleanOptionalAction, default=False,
                    help="with --grounding-weight, also ground the background's words onto the pixels no "
                         "object covers (training/token_grounding.py). On in the shipped run demo16")
@@ -745,6 +750,9 @@ def parse_args(argv=None):
         p.error("--terminal-signal and --zero-terminal-snr both set the last step's signal; give one")
     if args.init_from and not args.vae_from:
         p.error("--init-from fine-tunes a trained U-Net: give --vae-from (the same file) so it keeps its VAE")
+    if args.grounding_mode == "exclusive" and args.ground_background:
+        p.error("--grounding-mode exclusive keeps words off the other object; the background has none: "
+                "drop --ground-background")
     if args.grounding_steps and not args.grounding_weight > 0:
         p.error("--grounding-steps trains a grounding phase: give --grounding-weight too")
     return args
