@@ -185,8 +185,10 @@ def test_exclusive_grounding_only_keeps_each_objects_words_off_the_other_object(
     # the background is free: words spread over their object and the middle cost nothing
     assert grounding.loss(maps(lambda k: slice(0, 12) if k == 0 else slice(4, 16)), token_objects, cover) < 1e-4
     assert grounding.loss(maps(other), token_objects, cover) > 0.99
-    # the whole image: a quarter of each word's attention lies on the other object
-    assert abs(grounding.loss(maps(lambda k: slice(0, 16)), token_objects, cover) - 0.25) < 1e-3
+    # the whole image: each word gives both objects the same
+    assert abs(grounding.loss(maps(lambda k: slice(0, 16)), token_objects, cover) - 0.5) < 1e-3
+    # no way out through the background: words that ignore both objects are not kept off either
+    assert abs(grounding.loss(maps(lambda k: slice(6, 10)), token_objects, cover) - 0.5) < 1e-3
 
 
 def test_exclusive_grounding_has_no_background_slot(tokenizer):
