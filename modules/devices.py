@@ -37,6 +37,15 @@ def _cuda_usable(cmd_opts) -> bool:
     return torch.cuda.is_available()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware: CUDA, or a CPU with AVX-512 bf16 or AMX.
+    Elsewhere torch emulates it, and bf16 is slower than fp32 (a demo-model training step on a
+    2-core Xeon without it: 5.35 s in bf16, 3.4 s in fp32)."""
+    if device.type == "cuda":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def choose(cmd_opts, precision_setting: str = "fp32") -> DeviceChoice:
     """Pick device, dtypes and attention backend from flags and the precision setting."""
     precision_flag = getattr(cmd_opts, "precision", None)
@@ -51,6 +60,10 @@ def choose(cmd_opts, precision_setting: str = "fp32") -> DeviceChoice:
         wants_bf16 = precision_flag == "bf16" or (precision_flag in (None, "autocast") and precision_setting == "bf16")
         dtype = torch.bfloat16 if wants_bf16 and not no_half else torch.float32
         vae_dtype = torch.float32 if getattr(cmd_opts, "no_half_vae", False) else dtype
+        if dtype == torch.bfloat16 and not native_bf16(device):
+            # honoured, since it was asked for, but the user should know why it is slow
+            log.warning("bf16 asked for, but this CPU has no AVX-512 bf16 or AMX: torch emulates bf16 "
+                        "and it runs slower than fp32 here; set Compute precision to fp32")
     attention = "sdpa"
     if getattr(cmd_opts, "xformers", False):
         if device.type == "cuda" and _xformers_installed():

@@ -253,3 +253,40 @@ def test_two_object_options_change_the_share_and_the_layout():
         ShapesDataset(two_object_layout="stacked")
     with pytest.raises(ValueError, match="two_object_share"):
         ShapesDataset(two_object_share=1.5)
+
+
+def test_auto_precision_uses_bf16_only_where_the_device_computes_it(monkeypatch):
+    from modules import devices
+    from training import train_demo
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert devices.native_bf16(cpu) == (expected == "bf16")
+        assert train_demo.training_precision("auto", cpu) == expected
+        # an explicit choice is kept whatever the hardware
+        assert train_demo.training_precision("bf16", cpu) == "bf16"
+        assert train_demo.training_precision("fp32", cpu) == "fp32"
+    assert train_demo.training_precision("auto", torch.device("cuda")) == "bf16"
+
+
+@pytest.mark.parametrize("precision, autocast_on", [("fp32", False), ("bf16", True)])
+def test_the_precision_decides_whether_the_unet_trains_under_bf16_autocast(tmp_path, monkeypatch,
+                                                                           precision, autocast_on):
+    from training import train_demo
+
+    seen = []
+    real_build = train_demo.build_models
+
+    def build_and_watch(seed):
+        unet, vae, text_encoder = real_build(seed)
+        unet.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+        return unet, vae, text_encoder
+
+    monkeypatch.setattr(train_demo, "build_models", build_and_watch)
+    args = _tiny_run_args(tmp_path, monkeypatch, "--unet-steps", "1", "--noun-colour-weight", "0",
+                          "--precision", precision)
+    train_demo.run(train_demo.parse_args(args))
+    assert seen and set(seen) == {autocast_on}
+    assert json.loads((tmp_path / "summary.json").read_text())["precision"] == precision

@@ -84,3 +84,15 @@ def test_flags_pick_the_mode_and_are_ignored_on_cpu(caplog):
     with caplog.at_level(logging.WARNING):
         choice = devices.choose(argparse.Namespace(medvram=True))
     assert choice.offload == "none" and "--medvram/--lowvram ignored" in caplog.text
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_honoured_with_a_warning(caplog, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: bf16 is a CPU setting")
+    for native, warned in ((False, True), (True, False)):
+        monkeypatch.setattr(devices, "native_bf16", lambda device, v=native: v)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            choice = devices.choose(argparse.Namespace(), precision_setting="bf16")
+        assert choice.dtype == torch.bfloat16
+        assert ("torch emulates bf16" in caplog.text) == warned
