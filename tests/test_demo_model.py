@@ -60,11 +60,12 @@ def test_emphasis_moves_the_colour_the_right_way_and_weight_1_is_a_no_op(model):
     """(red:1.5) is redder than [red] where red competes with another colour word.
 
     "a red circle" alone is near the palette's red ceiling, so the test weighs
-    red against blue in one prompt. Measured on the shipped model (demo16, 4
+    red against blue in one prompt. Measured on the shipped model (demo21, 4
     images each): "a [red] blue circle" / "a red blue circle" / "(red:1.3)" /
-    "(red:1.5)": -29.9 / -21.7 / +84.7 / +112.0 at seed 4242, and -44.1 / -27.6 /
-    +131.1 / +197.8 at seed 5000, in order both times. (demo9s1: -104.1 to +171.3
-    at seed 4242; demo8 moved less, -12.4 to +33.7.)
+    "(red:1.5)": -56.5 / -51.1 / +39.3 / +130.8 at seed 4242, and -62.4 / -72.2 /
+    +114.7 / +210.2 at seed 5000 ([red] and plain swap there; the emphasis
+    steps up in order both times). (demo16: -29.9 to +112.0 at seed 4242;
+    demo8 moved less, -12.4 to +33.7.)
     """
     weak = _mean(judge.redness, generate(model, ["a [red] blue circle"] * N, seed=SEED))
     strong = _mean(judge.redness, generate(model, ["a (red:1.5) blue circle"] * N, seed=SEED))
@@ -100,4 +101,4 @@ def test_quality_floor_on_a_slice_of_the_evaluation_set(model):
     images = generate(model, prompts, seed=1000)
     results = [judge.judge(im, parse_prompt_meta(p)) for im, p in zip(images, prompts)]
     colour = np.mean([r["colour"] for r in results if "colour" in r])
-    assert colour >= 0.7, colour   # the shipped model scores 0.9375 (15/16) on this slice (87% on the whole set)
+    assert colour >= 0.7, colour   # the shipped model scores 0.9375 (15/16) on this slice (92% on the whole set)

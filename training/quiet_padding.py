@@ -21,7 +21,7 @@ Measured (run demo12: weight 0.02, with token grounding 0.02 on the objects' and
 background's words; docs/demo-model.md): the padding stayed quiet (loss 0.0002 at the
 end, against 0.35 for demo9s1's padding), colour rose from 88% to 97% and
 two-object colour from 22% to 86%, but shape fell from 72% to 36%. Off by default;
-the shipped run demo16 uses weight 0.02 with the colourless target.
+runs demo16 and demo21 (shipped) use weight 0.02 with the colourless target.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ One command, reproducible from the seed, resumable:
 
     venv/bin/python -m training.train_demo --seed 0 --out training/runs/demo
 
-The shipped model (run demo16) is the U-Net phase of seed 1 on the VAE of
+The shipped model starts from run demo16: the U-Net phase of seed 1 on the VAE of
 seed 0's phase 1, which the shipped file holds bit for bit, with a quiet
 padding and a last phase of token grounding (88 min on 2 cores):
 
@@ -12,6 +12,14 @@ padding and a last phase of token grounding (88 min on 2 cores):
         --vae-from models/Stable-diffusion/easel-demo.safetensors \
         --padding-weight 0.02 --padding-target colourless \
         --grounding-weight 0.02 --ground-background --no-ground-shape-nouns --grounding-steps 600
+
+then fine-tuned from that file for 400 steps with exclusive grounding (run demo21;
+22.7 min in fp32 on 2 cores without bf16 units; docs/demo-model.md has the command):
+
+    venv/bin/python -m training.train_demo --seed 1 --out training/runs/demo21 \
+        --init-from demo16.safetensors --vae-from demo16.safetensors --unet-steps 400 --lr 2e-4 \
+        --warmup 40 --two-object-share 0.5 --caption-loss-weight 0 --noun-colour-weight 0 \
+        --padding-weight 0.02 --padding-target colourless --grounding-weight 0.05 --grounding-mode exclusive
 
 Phase 1 trains the small KL autoencoder (f=2), then freezes it and measures its
 latent std (-> scaling_factor). Phase 2 trains the U-Net
@@ -714,7 +722,7 @@ def parse_args(argv=None):
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the token-grounding loss (training/token_grounding.py: the cross-attention of "
                         "each object's colour word and shape noun falls inside that object's pixels). Off by default. "
-                        "From the first step it costs the shapes (runs demo11-15); the shipped run demo16 uses "
+                        "From the first step it costs the shapes (runs demo11-15); run demo16 (the base of the shipped model) uses "
                         "0.02 with --grounding-steps 600 (docs/demo-model.md)")
     p.add_argument("--grounding-steps", type=int, default=0,
                    help="with --grounding-weight: 0 grounds from the first U-Net step; N > 0 trains the "
@@ -726,10 +734,11 @@ def parse_args(argv=None):
     p.add_argument("--grounding-mode", choices=("inside", "exclusive"), default="inside",
                    help="with --grounding-weight: 'inside' pulls each object's words onto that object (runs "
                         "demo11-19); 'exclusive' only keeps them off the other object of a two-object image, "
-                        "leaving one-object images' attention free (training/token_grounding.py)")
+                        "leaving one-object images' attention free (training/token_grounding.py; run demo21, the shipped "
+                        "fine-tune: two-object colour 22%% -> 50%%)")
     p.add_argument("--ground-background", action=argparse.BooleanOptionalAction, default=False,
                    help="with --grounding-weight, also ground the background's words onto the pixels no "
-                        "object covers (training/token_grounding.py). On in the shipped run demo16")
+                        "object covers (training/token_grounding.py). On in run demo16, the base of the shipped model")
     p.add_argument("--ground-shape-nouns", action=argparse.BooleanOptionalAction, default=True,
                    help="with --grounding-weight, ground each object's shape noun as well as its colour word. "
                         "With it and a quiet padding (runs demo12/13) shape fell from 72%% to 36%%; "
@@ -738,7 +747,7 @@ def parse_args(argv=None):
     p.add_argument("--padding-weight", type=float, default=0.0,
                    help="weight of the quiet-padding loss (training/quiet_padding.py: the text states after "
                         "the end-of-text token are pulled towards the empty caption's, so they cannot carry "
-                        "the caption's colours to every pixel). Off by default; 0.02 colourless in the shipped run demo16. Run demo12 (0.02, "
+                        "the caption's colours to every pixel). Off by default; 0.02 colourless in runs demo16 and demo21 (shipped). Run demo12 (0.02, "
                         "with grounding 0.02 and --ground-background) took colour from 88%% to 97%% and two-object "
                         "colour from 22%% to 86%%, but shape fell from 72%% to 36%% (docs/demo-model.md)")
     p.add_argument("--padding-target", choices=("empty", "colourless"), default="empty",

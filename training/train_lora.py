@@ -3,11 +3,11 @@
     venv/bin/python -m training.train_lora                       # 1.5-3 minutes on 1 busy CPU core
     venv/bin/python -m training.train_lora --steps 20 --ckpt path/to/model.safetensors --out /tmp/x.safetensors
 
-Measured on the shipped demo model (demo16, 2026-11-28, 150 steps of 8
-images, lr 5e-3, 55 s of training on 2 CPU cores): blueness minus redness of
-the circle's pixels (training/judge.py) in "a large red circle" (4 images,
-seed 1, Euler a, 20 steps, CFG 7) is -321.8 without the tag, -29.6 with
-`<lora:red-to-blue:0.5>` and +155.1 with `<lora:red-to-blue:1>`; without the
+Measured on the shipped demo model (demo21, 2026-12-06, 150 steps of 8
+images, lr 5e-3, 81 s of training on 2 CPU cores without bf16 units): blueness
+minus redness of the circle's pixels (training/judge.py) in "a large red circle"
+(4 images, seed 1, Euler a, 20 steps, CFG 7) is -291.9 without the tag, -4.8 with
+`<lora:red-to-blue:0.5>` and +146.4 with `<lora:red-to-blue:1>`; without the
 tag again it is the same (the weights are restored after each job; a test
 checks it). Retrain it for each new demo
 checkpoint: a LoRA only fits the weights it was trained on.
