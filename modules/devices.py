@@ -38,11 +38,12 @@ def _cuda_usable(cmd_opts) -> bool:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware: CUDA, or a CPU with AVX-512 bf16 or AMX.
-    Elsewhere torch emulates it, and bf16 is slower than fp32 (a demo-model training step on a
-    2-core Xeon without it: 5.35 s in bf16, 3.4 s in fp32)."""
+    """Whether the device computes bf16 in hardware: a CUDA GPU from Ampere on (compute
+    capability 8.0: bf16 tensor cores; older GPUs run it emulated or not at all), or a CPU with
+    AVX-512 bf16 or AMX. Elsewhere torch emulates it, and bf16 is slower than fp32 (a demo-model
+    training step on a 2-core Xeon without it: 5.35 s in bf16, 3.4 s in fp32)."""
     if device.type == "cuda":
-        return True
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 

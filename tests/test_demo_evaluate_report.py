@@ -41,3 +41,45 @@ def test_report_lists_each_judge_self_check():
     report = format_report(summarize(rows), checks, rows, 1.0, "model.safetensors")
     assert "| one object, clean | 100% (10/10) | 90% (9/10) | - | - | - |" in report
     assert "| two objects, clean | 99% (99/100) | 98% (98/100) | - | - | - |" in report
+
+
+def _ground_truth_render(prompt):
+    """The prompt drawn by the dataset's renderer: left/right objects on a plain background that
+    stands out from their colours, as the dataset picks one."""
+    import numpy as np
+
+    from training.shapes_dataset import (BACKGROUND_COLOURS, POSITIONS, ShapeObject, _contrasting,
+                                         parse_prompt_meta, render)
+
+    meta = parse_prompt_meta(prompt)
+    places = ["left", "right"] if len(meta["shapes"]) == 2 else ["center"]
+    objects = [ShapeObject(c, s, "small" if len(places) == 2 else "large", POSITIONS[where], where)
+               for c, s, where in zip(meta["colours"], meta["shapes"], places)]
+    background = next(b for b in ("white", "black", "gray") if _contrasting(b, tuple(meta["colours"])))
+    return render(objects, np.broadcast_to(np.array(BACKGROUND_COLOURS[background], np.float32), (64, 64, 3)).copy())
+
+
+def test_quick_probe_draws_each_group_at_its_seeds_and_counts_the_judge_verdicts():
+    from training.evaluate import QUICK_PROBE, format_quick_probe, quick_probe
+
+    calls = []
+
+    def fake_generate(model, prompts, seed, batch_size):
+        calls.append((list(prompts), seed, batch_size))
+        return [_ground_truth_render(p) for p in prompts]
+
+    scores = quick_probe("model", generate_fn=fake_generate)
+    prompts = build_prompts()
+    two = [p["prompt"] for p in prompts if p["category"] == "two objects"]
+    one = [p["prompt"] for p in prompts if p["category"] == "a {colour} {shape}"]
+    assert (len(two), len(one)) == (12, 28)
+    # each group is one batch, prompt i of the group at seed base + i, as the training notes quote it
+    assert calls == [(two, 1000, 12), (two, 2000, 12), (two, 3000, 12), (one, 1000, 28)]
+    assert [category for category, _ in QUICK_PROBE] == list(scores)
+    # clean renders of what each prompt asks for: the judge finds (nearly) all of them right
+    for category, images in (("two objects", 36), ("a {colour} {shape}", 28)):
+        for attr in ("colour", "shape"):
+            right, total = scores[category][attr]
+            assert total == images and right >= images - 1, (category, attr, right)
+    assert format_quick_probe({"two objects": {"colour": (18, 36), "shape": (3, 36)}}) == \
+        "two objects: colour 18/36, shape 3/36"

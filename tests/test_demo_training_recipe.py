@@ -268,7 +268,10 @@ def test_auto_precision_uses_bf16_only_where_the_device_computes_it(monkeypatch)
         # an explicit choice is kept whatever the hardware
         assert train_demo.training_precision("bf16", cpu) == "bf16"
         assert train_demo.training_precision("fp32", cpu) == "fp32"
-    assert train_demo.training_precision("auto", torch.device("cuda")) == "bf16"
+    # GPUs: bf16 tensor cores from Ampere (compute capability 8.0) on; a Turing card emulates it
+    for capability, expected in (((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, v=capability: v)
+        assert train_demo.training_precision("auto", torch.device("cuda")) == expected
 
 
 @pytest.mark.parametrize("precision, autocast_on", [("fp32", False), ("bf16", True)])

@@ -9,7 +9,9 @@ of 112 images moved background accuracy between 61% and 87% with the seeds), jud
 every image with training/judge.py and prints a table pooled over all
 images and one row per seed; writes docs/demo-model-eval.md. It first measures the
 judge itself on ground-truth renders, so its numbers can be read with that
-accuracy in mind. Tests import `load_demo_model`, `generate` and the judge to
+accuracy in mind. `--quick` runs only the quick probe the training notes quote
+(QUICK_PROBE: two-object prompts and one-object prompts, about two minutes) and prints
+its counts. Tests import `load_demo_model`, `generate` and the judge to
 check that generation controls change images the way they should.
 """
 from __future__ import annotations
@@ -218,6 +220,36 @@ def summarize(rows: list[dict]) -> dict:
     return {k: tuple(v) for k, v in table.items()}
 
 
+# ---------------------------------------------------------------- quick probe
+
+# The probe docs/demo-model.md quotes for runs demo19-demo21: the two groups where models differ
+# most, each group drawn as one batch with prompt i of the group at seed base + i (so not the
+# evaluator's seeds: prompt i of the whole set there), in a few minutes instead of the full pass.
+QUICK_PROBE = (("two objects", (1000, 2000, 3000)), ("a {colour} {shape}", (1000,)))
+
+
+def quick_probe(model, generate_fn=None) -> dict:
+    """{category: {"colour": (right, images), "shape": (right, images)}} over QUICK_PROBE."""
+    generate_fn = generate_fn or generate
+    prompts = build_prompts()
+    scores = {}
+    for category, bases in QUICK_PROBE:
+        texts = [p["prompt"] for p in prompts if p["category"] == category]
+        right = {"colour": 0, "shape": 0}
+        for base in bases:
+            for text, image in zip(texts, generate_fn(model, texts, seed=base, batch_size=len(texts))):
+                verdict = judge.judge(image, parse_prompt_meta(text))
+                for attr in right:
+                    right[attr] += int(verdict[attr])
+        scores[category] = {attr: (count, len(texts) * len(bases)) for attr, count in right.items()}
+    return scores
+
+
+def format_quick_probe(scores: dict) -> str:
+    return "; ".join(f"{category}: colour {s['colour'][0]}/{s['colour'][1]}, shape {s['shape'][0]}/{s['shape'][1]}"
+                     for category, s in scores.items())
+
+
 def _pct(pair) -> str:
     correct, total = pair
     return f"{100 * correct / total:.0f}% ({correct}/{total})" if total else "-"
@@ -287,16 +319,23 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu, or cuda to check adherence on a GPU")
     ap.add_argument("--schedule", default=None, help="schedule type for Euler a (default: Automatic)")
     ap.add_argument("--seed", type=int, default=1000, help="prompt i of the first pass is drawn with seed SEED+i")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the quick probe (12 two-object prompts x 3 seeds, 28 'a {colour} {shape}' x 1): "
+                         "print its counts, write no report")
     ap.add_argument("--seeds", type=int, default=3,
                     help="passes over the prompts, pass k with seeds SEED+1000k+i: one pass of 112 images moved "
                          "by up to 26 points between seeds (background, 31 prompts), so the report pools them")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if args.quick:
+        scores = quick_probe(load_demo_model(args.model, dtypes[args.precision], args.device))
+        print(f"{args.model}: {format_quick_probe(scores)}")
+        return scores
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
     judge_checks = judge_self_checks()
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
     rows = evaluate(model, prompts, seeds=seed_bases(args.seed, args.seeds), scheduler=args.schedule)

@@ -677,7 +677,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="cpu (the documented recipe) or cuda (same recipe, faster)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="compute precision (bf16 autocast or fp32); auto: bf16 where the device computes it "
-                        "natively (CUDA, CPUs with AVX-512 bf16 or AMX), fp32 where it would be emulated")
+                        "natively (CUDA GPUs from Ampere on, CPUs with AVX-512 bf16 or AMX), fp32 where it would be emulated")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch-size", type=int, default=32)
