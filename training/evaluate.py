@@ -10,7 +10,7 @@ every image with training/judge.py and prints a table pooled over all
 images and one row per seed; writes docs/demo-model-eval.md. It first measures the
 judge itself on ground-truth renders, so its numbers can be read with that
 accuracy in mind. `--quick` runs only the quick probe the training notes quote
-(QUICK_PROBE: two-object prompts and one-object prompts, about two minutes) and prints
+(QUICK_PROBE: two-object prompts and one-object prompts, 52 s on 2 cores) and prints
 its counts. Tests import `load_demo_model`, `generate` and the judge to
 check that generation controls change images the way they should.
 """
