@@ -224,7 +224,7 @@ def summarize(rows: list[dict]) -> dict:
 
 # The probe docs/demo-model.md quotes for runs demo19-demo21: the two groups where models differ
 # most, each group drawn as one batch with prompt i of the group at seed base + i (so not the
-# evaluator's seeds: prompt i of the whole set there), in a few minutes instead of the full pass.
+# evaluator's seeds: prompt i of the whole set there), in under a minute instead of the full pass.
 QUICK_PROBE = (("two objects", (1000, 2000, 3000)), ("a {colour} {shape}", (1000,)))
 
 
@@ -328,15 +328,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    model = load_demo_model(args.model, dtypes[args.precision], args.device)
     if args.quick:
-        scores = quick_probe(load_demo_model(args.model, dtypes[args.precision], args.device))
+        scores = quick_probe(model)
         print(f"{args.model}: {format_quick_probe(scores)}")
         return scores
     prompts = build_prompts()
     if args.limit:
         prompts = prompts[:args.limit]
     judge_checks = judge_self_checks()
-    model = load_demo_model(args.model, dtypes[args.precision], args.device)
     started = time.time()
     rows = evaluate(model, prompts, seeds=seed_bases(args.seed, args.seeds), scheduler=args.schedule)
     seconds = time.time() - started

@@ -14,12 +14,9 @@ padding and a last phase of token grounding (88 min on 2 cores):
         --grounding-weight 0.02 --ground-background --no-ground-shape-nouns --grounding-steps 600
 
 then fine-tuned from that file for 400 steps with exclusive grounding (run demo21;
-22.7 min in fp32 on 2 cores without bf16 units; docs/demo-model.md has the command):
-
-    venv/bin/python -m training.train_demo --seed 1 --out training/runs/demo21 \
-        --init-from demo16.safetensors --vae-from demo16.safetensors --unet-steps 400 --lr 2e-4 \
-        --warmup 40 --two-object-share 0.5 --caption-loss-weight 0 --noun-colour-weight 0 \
-        --padding-weight 0.02 --padding-target colourless --grounding-weight 0.05 --grounding-mode exclusive
+22.7 min in fp32 on 2 cores without bf16 units). `python -m training.recipe shipped`
+runs both commands in one (training/recipe.py holds them; docs/demo-model.md
+writes them out, and a test keeps the two the same).
 
 Phase 1 trains the small KL autoencoder (f=2), then freezes it and measures its
 latent std (-> scaling_factor). Phase 2 trains the U-Net
