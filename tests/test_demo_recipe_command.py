@@ -73,3 +73,15 @@ def test_one_command_trains_every_stage_from_the_file_of_the_stage_before(tmp_pa
     rows_before = (tmp_path / "runs" / "demo21" / "losses.csv").read_text()
     recipe.main(["shipped", "--out", str(tmp_path / "runs"), "--export", str(final), *tiny])
     assert (tmp_path / "runs" / "demo21" / "losses.csv").read_text() == rows_before
+
+
+def test_the_budget_recipe_starts_from_nothing_and_runs_its_documented_commands(tmp_path):
+    from training.recipe import RECIPES, stage_argv
+
+    first_stage, finetune = RECIPES["budget"]
+    first = stage_argv(first_stage, tmp_path, tmp_path / "a.safetensors", None, [])
+    # the budget is counted from nothing: the first stage trains its own VAE, and starts from no file
+    assert "--vae-from" not in first and "--init-from" not in first
+    second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / "demo25.safetensors", [])
+    assert _comparable(first) == _comparable(_documented_command("demo25"))
+    assert _comparable(second) == _comparable(_documented_command("demo25-finetune"))
