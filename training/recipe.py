@@ -31,6 +31,14 @@ class Stage:
     why: str
 
 
+# run demo21's fine-tune of the file the stage before exported, in the machine's own precision
+DEMO21_FINETUNE = (
+    "--seed", "1", "--init-from", PREVIOUS, "--vae-from", PREVIOUS,
+    "--unet-steps", "400", "--lr", "2e-4", "--warmup", "40", "--two-object-share", "0.5",
+    "--caption-loss-weight", "0", "--noun-colour-weight", "0",
+    "--padding-weight", "0.02", "--padding-target", "colourless",
+    "--grounding-weight", "0.05", "--grounding-mode", "exclusive")
+
 RECIPES = {
     "shipped": (
         Stage("demo16", (
@@ -39,13 +47,7 @@ RECIPES = {
             "--grounding-weight", "0.02", "--ground-background", "--no-ground-shape-nouns",
             "--grounding-steps", "600"),
             "3,600 U-Net + text encoder steps, then 600 with the colour and background words grounded"),
-        Stage("demo21", (
-            "--seed", "1", "--init-from", PREVIOUS, "--vae-from", PREVIOUS,
-            "--unet-steps", "400", "--lr", "2e-4", "--warmup", "40", "--two-object-share", "0.5",
-            "--caption-loss-weight", "0", "--noun-colour-weight", "0",
-            "--padding-weight", "0.02", "--padding-target", "colourless",
-            "--grounding-weight", "0.05", "--grounding-mode", "exclusive",
-            "--precision", "fp32"),   # as the shipped fine-tune ran (on a CPU without bf16 units)
+        Stage("demo21", (*DEMO21_FINETUNE, "--precision", "fp32"),   # as the shipped fine-tune ran (on a CPU without bf16 units)
             "400 fine-tuning steps from demo16's file, two-object images' words kept off the other object"),
     ),
     # The shipped recipe cut to fit 90 minutes from nothing on 2 cores (run demo25, rejected: 83.4 min,
@@ -59,12 +61,7 @@ RECIPES = {
             "--grounding-weight", "0.02", "--ground-background", "--no-ground-shape-nouns",
             "--grounding-steps", "300"),
             "VAE, 2,800 U-Net + text encoder steps, then 300 with the colour and background words grounded"),
-        Stage("demo25-finetune", (
-            "--seed", "1", "--init-from", PREVIOUS, "--vae-from", PREVIOUS,
-            "--unet-steps", "400", "--lr", "2e-4", "--warmup", "40", "--two-object-share", "0.5",
-            "--caption-loss-weight", "0", "--noun-colour-weight", "0",
-            "--padding-weight", "0.02", "--padding-target", "colourless",
-            "--grounding-weight", "0.05", "--grounding-mode", "exclusive"),
+        Stage("demo25-finetune", DEMO21_FINETUNE,
             "demo21's 400-step fine-tune of the file before"),
     ),
 }
