@@ -75,13 +75,14 @@ def test_one_command_trains_every_stage_from_the_file_of_the_stage_before(tmp_pa
     assert (tmp_path / "runs" / "demo21" / "losses.csv").read_text() == rows_before
 
 
-def test_the_budget_recipe_starts_from_nothing_and_runs_its_documented_commands(tmp_path):
+@pytest.mark.parametrize("name, first_run", [("budget", "demo25"), ("scratch", "demo26")])
+def test_the_recipes_from_nothing_start_from_no_file_and_run_their_documented_commands(tmp_path, name, first_run):
     from training.recipe import RECIPES, stage_argv
 
-    first_stage, finetune = RECIPES["budget"]
+    first_stage, finetune = RECIPES[name]
     first = stage_argv(first_stage, tmp_path, tmp_path / "a.safetensors", None, [])
     # the budget is counted from nothing: the first stage trains its own VAE, and starts from no file
     assert "--vae-from" not in first and "--init-from" not in first
-    second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / "demo25.safetensors", [])
-    assert _comparable(first) == _comparable(_documented_command("demo25"))
-    assert _comparable(second) == _comparable(_documented_command("demo25-finetune"))
+    second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / f"{first_run}.safetensors", [])
+    assert _comparable(first) == _comparable(_documented_command(first_run))
+    assert _comparable(second) == _comparable(_documented_command(f"{first_run}-finetune"))

@@ -190,6 +190,68 @@ def test_a_grounding_phase_follows_the_unet_phase_and_resumes_inside_it(tmp_path
     assert (summary["grounding_steps"], summary["unet_steps"]) == (2, 2)
 
 
+def test_a_run_stopped_at_the_grounding_switch_and_resumed_without_grounding_ends_as_a_run_without_it(
+        tmp_path, monkeypatch):
+    """The U-Net phase is the same with or without a grounding phase after it, so a checkpoint written
+    at the switch, resumed by the command without --grounding-steps, finishes that command's run."""
+    from safetensors.torch import load_file
+
+    from training import train_demo
+
+    common = ("--unet-steps", "2", "--noun-colour-weight", "0")
+    stopped = _tiny_run_args(tmp_path / "stopped", monkeypatch, *common, "--grounding-weight", "0.02",
+                             "--grounding-steps", "2")
+    real_step = _interrupt_unet_step(monkeypatch, 3, [])          # the first grounding step
+    with pytest.raises(KeyboardInterrupt):
+        train_demo.run(train_demo.parse_args(stopped))
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)["state"]
+    assert (state["phase"], state["step"]) == ("ground", 0)
+    monkeypatch.setattr(train_demo, "unet_step", real_step)
+    train_demo.run(train_demo.parse_args(_tiny_run_args(tmp_path / "stopped", monkeypatch, *common)))
+    train_demo.run(train_demo.parse_args(_tiny_run_args(tmp_path / "straight", monkeypatch, *common)))
+
+    weights = [load_file(tmp_path / run / "final" / "unet" / "diffusion_pytorch_model.safetensors")
+               for run in ("stopped", "straight")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("stopped", "straight")]
+    assert summaries[0]["final_unet_loss"] == pytest.approx(summaries[1]["final_unet_loss"], abs=1e-4)
+
+
+def test_vae_seed_trains_the_vae_of_that_seed_and_the_unet_of_the_run_seed(tmp_path, monkeypatch):
+    """--seed 1 --vae-seed 0 trains the VAE a --seed 0 run trains, bit for bit, and a VAE of seed 0
+    can be reused by a --seed 1 run only when it asks for --vae-seed 0."""
+    from safetensors.torch import load_file
+
+    from training import train_demo
+
+    common = ("--unet-steps", "1", "--noun-colour-weight", "0")
+    runs = {"seed0": ("--seed", "0"), "seed1": ("--seed", "1"), "seed1-vae0": ("--seed", "1", "--vae-seed", "0")}
+    for name, seeds in runs.items():
+        train_demo.run(train_demo.parse_args(_tiny_run_args(tmp_path / name, monkeypatch, *common, *seeds)))
+
+    def weights(name, part):
+        folder = tmp_path / name / "final" / part
+        return load_file(next(folder.glob("*.safetensors")))
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(weights("seed1-vae0", "vae"), weights("seed0", "vae"))
+    assert not same(weights("seed1", "vae"), weights("seed0", "vae"))
+    assert not same(weights("seed1-vae0", "unet"), weights("seed0", "unet"))
+    assert json.loads((tmp_path / "seed1-vae0" / "summary.json").read_text())["vae_seed"] == 0
+
+    vae = train_demo.build_models(0)[1]
+    opt_vae = torch.optim.AdamW(vae.parameters())
+    seed0 = tmp_path / "seed0" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="vae_seed"):
+        train_demo.reuse_vae(train_demo.parse_args(["--seed", "1"]), seed0, vae, opt_vae)
+    state = train_demo.reuse_vae(train_demo.parse_args(["--seed", "1", "--vae-seed", "0", *_tiny_run_args(
+        tmp_path / "x", monkeypatch)[4:]]), seed0, vae, opt_vae)
+    assert state["phase"] == "unet"
+
+
 def test_a_grounding_phase_needs_a_grounding_weight():
     from training import train_demo
 

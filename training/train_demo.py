@@ -371,8 +371,14 @@ def write_scaling_factor(value: float):
     path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-VAE_RECIPE = ("seed", "vae_steps", "vae_batch_size", "vae_crop", "vae_full_steps", "vae_full_batch_size",
+VAE_RECIPE = ("vae_seed", "vae_steps", "vae_batch_size", "vae_crop", "vae_full_steps", "vae_full_batch_size",
               "vae_lr", "kl_weight")
+
+
+def _vae_args(run_args: dict) -> dict:
+    """A run's arguments with its VAE seed made explicit (--vae-seed defaults to --seed; older runs lack it)."""
+    vae_seed = run_args.get("vae_seed")
+    return {**run_args, "vae_seed": run_args["seed"] if vae_seed is None else vae_seed}
 
 
 def reuse_vae(args, checkpoint_path: Path, vae, opt_vae) -> dict:
@@ -382,7 +388,7 @@ def reuse_vae(args, checkpoint_path: Path, vae, opt_vae) -> dict:
     one this run would compute. The training state records the earlier run's
     VAE time, so the summary's wall time still counts the whole recipe."""
     ck = torch.load(checkpoint_path, weights_only=False, map_location=_DEVICE)
-    differ = [k for k in VAE_RECIPE if ck["args"].get(k) != getattr(args, k)]
+    differ = [k for k in VAE_RECIPE if _vae_args(ck["args"]).get(k) != _vae_args(vars(args))[k]]
     if differ:
         raise ValueError(f"{checkpoint_path} used a different VAE recipe ({', '.join(differ)}); cannot reuse its VAE")
     if ck["state"]["phase"] == "vae":
@@ -442,6 +448,17 @@ def init_from_model(model_path: Path, unet, text_encoder) -> None:
     print(f"U-Net and text encoder start from {model_path}", flush=True)
 
 
+def _smoothed_loss_from_log(losses_csv: Path) -> float | None:
+    """The progress bar's smoothed raw loss at the end of the last U-Net-type phase in the log."""
+    rows = [r for r in csv.reader(open(losses_csv)) if r and r[0] in ("unet", "ground")]
+    last_phase = [r for r in rows if r[0] == rows[-1][0]] if rows else []
+    smooth = None
+    for row in last_phase:
+        raw = float(row[3])
+        smooth = raw if smooth is None else 0.98 * smooth + 0.02 * raw
+    return smooth
+
+
 def _vae_seconds_from_log(losses_csv: Path) -> float:
     """The elapsed time of the last VAE row of a run's losses.csv (older checkpoints lack vae_seconds)."""
     rows = [row for row in csv.reader(open(losses_csv)) if row and row[0] == "vae"]
@@ -466,10 +483,17 @@ def run(args):
     ckpt_path = out / "checkpoint.pt"
     tokenizer = load_tokenizer()
     unet, vae, text_encoder = build_models(args.seed)
+    # --vae-seed: the VAE phase exactly as a run with that seed would train it (its initial weights,
+    # batches and noise), the U-Net phase still from --seed
+    vae_seed = _vae_args(vars(args))["vae_seed"]
+    if vae_seed != args.seed:
+        vae = build_models(vae_seed)[1]
     for module in (unet, vae, text_encoder):
         module.to(_DEVICE)
     ds = ShapesDataset(seed=args.seed, two_object_share=args.two_object_share,
                        two_object_layout=args.two_object_layout)
+    vae_ds = ds if vae_seed == args.seed else ShapesDataset(
+        seed=vae_seed, two_object_share=args.two_object_share, two_object_layout=args.two_object_layout)
     alphas = training_alphas_cumprod(args.zero_terminal_snr, args.terminal_signal)
     te_unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     # training-only classifiers (training/caption_heads.py); the recipe without them is unchanged
@@ -511,6 +535,8 @@ def run(args):
         state = reuse_vae_of_model(Path(args.vae_from), vae)
     elif args.vae_from:
         state = reuse_vae(args, Path(args.vae_from), vae, opt_vae)
+    if state["phase"] == "ground" and not args.grounding_steps:
+        state["phase"] = "done"   # a checkpoint from the end of the U-Net phase, resumed without a grounding phase
     if args.init_from and not ckpt_path.exists():
         init_from_model(Path(args.init_from), unet, text_encoder)
         ema = EMA(te_unet_params, args.ema_decay)   # the EMA starts at the model's weights
@@ -541,10 +567,10 @@ def run(args):
         # statistics.
         crop_end = args.vae_steps - args.vae_full_steps
         stream = itertools.chain(
-            _batches(ds, args.vae_batch_size, 0, min(state["step"], crop_end), crop_end, args.workers),
-            _batches(ds, args.vae_full_batch_size, 10**6, max(state["step"], crop_end), args.vae_steps, args.workers))
+            _batches(vae_ds, args.vae_batch_size, 0, min(state["step"], crop_end), crop_end, args.workers),
+            _batches(vae_ds, args.vae_full_batch_size, 10**6, max(state["step"], crop_end), args.vae_steps, args.workers))
         for step, x, _, _ in stream:
-            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+            gen = torch.Generator().manual_seed(vae_seed * 1_000_003 + step)
             if step < crop_end and args.vae_crop < x.shape[-1]:
                 oy, ox = torch.randint(0, x.shape[-1] - args.vae_crop + 1, (2,), generator=gen).tolist()
                 x = x[..., oy:oy + args.vae_crop, ox:ox + args.vae_crop]
@@ -564,7 +590,7 @@ def run(args):
             if time.time() - last_ckpt > args.checkpoint_minutes * 60:
                 loss_log.flush(); checkpoint(); last_ckpt = time.time()
         bar.close()
-        state["scaling_factor"], state["vae_rec_l1"] = measure_vae(vae, args.seed)
+        state["scaling_factor"], state["vae_rec_l1"] = measure_vae(vae, vae_seed)
         state["phase"], state["step"] = "unet", 0
         state["vae_seconds"] = time.time() - run_start
         print(f"VAE frozen: reconstruction mean abs error {state['vae_rec_l1']:.2f}/255, "
@@ -633,6 +659,8 @@ def run(args):
         state["phase"] = "done"
         checkpoint()
     loss_log.close()
+    if smooth is None:   # resumed after its last step: nothing trained in this call
+        smooth = _smoothed_loss_from_log(out / "losses.csv")
 
     # ---- save EMA weights (diffusers format) and export
     ema.copy_to(te_unet_params)
@@ -640,7 +668,7 @@ def run(args):
     unet.save_pretrained(final / "unet"); vae.save_pretrained(final / "vae")
     text_encoder.save_pretrained(final / "text_encoder")
     write_schedule(final, args.prediction, args.zero_terminal_snr, args.terminal_signal)
-    summary = {"seed": args.seed, "batch_size": args.batch_size, "vae_steps": args.vae_steps,
+    summary = {"seed": args.seed, "vae_seed": vae_seed, "batch_size": args.batch_size, "vae_steps": args.vae_steps,
                "prediction": args.prediction, "zero_terminal_snr": args.zero_terminal_snr,
                "terminal_signal": args.terminal_signal,
                "high_noise_share": args.high_noise_share, "vae_from": state.get("vae_from"),
@@ -668,6 +696,8 @@ def run(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae-seed", type=int, default=None,
+                   help="train the VAE phase as a run with this seed would (default: --seed); the U-Net phase keeps --seed")
     p.add_argument("--out", default="training/runs/demo")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=0, help="data-drawing processes (0: inline, right for 2 cores)")
