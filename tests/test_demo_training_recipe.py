@@ -245,10 +245,10 @@ def test_vae_seed_trains_the_vae_of_that_seed_and_the_unet_of_the_run_seed(tmp_p
     vae = train_demo.build_models(0)[1]
     opt_vae = torch.optim.AdamW(vae.parameters())
     seed0 = tmp_path / "seed0" / "checkpoint.pt"
-    with pytest.raises(ValueError, match="vae_seed"):
-        train_demo.reuse_vae(train_demo.parse_args(["--seed", "1"]), seed0, vae, opt_vae)
-    state = train_demo.reuse_vae(train_demo.parse_args(["--seed", "1", "--vae-seed", "0", *_tiny_run_args(
-        tmp_path / "x", monkeypatch)[4:]]), seed0, vae, opt_vae)
+    tiny = _tiny_run_args(tmp_path / "x", monkeypatch)      # the seed 0 run's VAE arguments
+    with pytest.raises(ValueError, match=r"different VAE recipe \(vae_seed\)"):
+        train_demo.reuse_vae(train_demo.parse_args(["--seed", "1", *tiny]), seed0, vae, opt_vae)
+    state = train_demo.reuse_vae(train_demo.parse_args(["--seed", "1", "--vae-seed", "0", *tiny]), seed0, vae, opt_vae)
     assert state["phase"] == "unet"
 
 

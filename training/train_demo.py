@@ -388,7 +388,8 @@ def reuse_vae(args, checkpoint_path: Path, vae, opt_vae) -> dict:
     one this run would compute. The training state records the earlier run's
     VAE time, so the summary's wall time still counts the whole recipe."""
     ck = torch.load(checkpoint_path, weights_only=False, map_location=_DEVICE)
-    differ = [k for k in VAE_RECIPE if _vae_args(ck["args"]).get(k) != _vae_args(vars(args))[k]]
+    earlier, now = _vae_args(ck["args"]), _vae_args(vars(args))
+    differ = [k for k in VAE_RECIPE if earlier.get(k) != now[k]]
     if differ:
         raise ValueError(f"{checkpoint_path} used a different VAE recipe ({', '.join(differ)}); cannot reuse its VAE")
     if ck["state"]["phase"] == "vae":
@@ -448,14 +449,17 @@ def init_from_model(model_path: Path, unet, text_encoder) -> None:
     print(f"U-Net and text encoder start from {model_path}", flush=True)
 
 
+def _smoothed(smooth: float | None, raw: float) -> float:
+    """The U-Net phases' progress-bar loss: an exponential mean of the raw loss."""
+    return raw if smooth is None else 0.98 * smooth + 0.02 * raw
+
+
 def _smoothed_loss_from_log(losses_csv: Path) -> float | None:
     """The progress bar's smoothed raw loss at the end of the last U-Net-type phase in the log."""
     rows = [r for r in csv.reader(open(losses_csv)) if r and r[0] in ("unet", "ground")]
-    last_phase = [r for r in rows if r[0] == rows[-1][0]] if rows else []
     smooth = None
-    for row in last_phase:
-        raw = float(row[3])
-        smooth = raw if smooth is None else 0.98 * smooth + 0.02 * raw
+    for row in (r for r in rows if r[0] == rows[-1][0]):
+        smooth = _smoothed(smooth, float(row[3]))
     return smooth
 
 
@@ -623,7 +627,7 @@ def run(args):
                 torch.nn.utils.clip_grad_norm_(group, 1.0)
             opt.step()
             ema.update(te_unet_params, offset + step)
-            smooth = raw.item() if smooth is None else 0.98 * smooth + 0.02 * raw.item()
+            smooth = _smoothed(smooth, raw.item())
             writer.writerow([phase, step, f"{loss.item():.5f}", f"{raw.item():.5f}", f"{time.time() - run_start:.1f}"]
                             + [f"{value.item():.4f}" for value in side.values()])  # caption, noun colour, noun identity, grounding, padding
             state["step"] = step + 1
