@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from training.train_demo import diffusion_target, loss_weight, sample_timesteps, training_alphas_cumprod
+from training.train_demo import (channel_mean_error, diffusion_target, loss_weight, sample_timesteps,
+                                 training_alphas_cumprod)
 
 
 def test_timesteps_are_a_function_of_the_generator_seed():
@@ -44,6 +45,19 @@ def test_epsilon_min_snr_without_floor_is_the_shipped_weighting():
     alphas = training_alphas_cumprod(zero_terminal_snr=False)
     snr = alphas / (1 - alphas)
     assert torch.allclose(loss_weight(snr, "epsilon", 5.0), torch.clamp(snr, max=5.0) / snr)
+
+
+def test_the_mean_loss_is_the_part_of_the_error_each_channels_image_mean_carries():
+    """--mean-loss-weight: a constant offset of a channel counts in full, a zero-mean pattern not at all."""
+    target = torch.randn(2, 4, 8, 8)
+    offset = torch.tensor([[0.5, 0, 0, 0], [0, 0, 0, -1.0]]).view(2, 4, 1, 1)
+    pattern = torch.randn(2, 4, 8, 8)
+    pattern = pattern - pattern.mean(dim=(2, 3), keepdim=True)
+    error = channel_mean_error(target + offset + pattern, target)
+    assert torch.allclose(error, torch.tensor([0.25 / 4, 1.0 / 4]), atol=1e-6)
+    # the plain loss already holds it once: a pixel's squared error is its mean's plus its deviation's
+    plain = ((offset + pattern) ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(plain, error + (pattern ** 2).mean(dim=(1, 2, 3)), atol=1e-5)
 
 
 def test_vae_reuse_needs_the_same_vae_recipe_and_keeps_its_time(tmp_path):
@@ -146,7 +160,7 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
 
     args = _tiny_run_args(tmp_path, monkeypatch, "--unet-steps", "3", "--noun-colour-weight", "0.1",
                           "--noun-identity-weight", "0.1", "--grounding-weight", "0.02", "--ground-background",
-                          "--padding-weight", "0.02", "--padding-target", "colourless")
+                          "--padding-weight", "0.02", "--padding-target", "colourless", "--mean-loss-weight", "1")
     real_step = _interrupt_unet_step(monkeypatch, 2, [])
     with pytest.raises(KeyboardInterrupt):
         train_demo.run(train_demo.parse_args(args))
@@ -158,9 +172,9 @@ def test_a_tiny_run_with_every_side_loss_resumes_after_an_interruption(tmp_path,
     train_demo.run(train_demo.parse_args(args))   # loads every classifier's weights, runs steps 1 and 2
     rows = [line.split(",") for line in (tmp_path / "losses.csv").read_text().splitlines() if line.startswith("unet")]
     assert [row[1] for row in rows] == ["0", "1", "2"]
-    # caption, noun colour, noun identity, grounding, padding
-    assert all(len(row) == 5 + len(SIDE_HEADS) + 2 for row in rows)
-    assert all(0 <= float(row[-2]) <= 1 and float(row[-1]) >= 0 for row in rows)
+    # caption, noun colour, noun identity, grounding, padding, mean
+    assert all(len(row) == 5 + len(SIDE_HEADS) + 3 for row in rows)
+    assert all(0 <= float(row[-3]) <= 1 and float(row[-2]) >= 0 and float(row[-1]) > 0 for row in rows)
     assert (tmp_path / "final" / "unet").is_dir()
 
 
