@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from training.train_demo import (channel_mean_error, diffusion_target, loss_weight, sample_timesteps,
+from training.train_demo import (channel_mean_error, diffusion_target, loss_weight, mean_loss, sample_timesteps,
                                  training_alphas_cumprod)
 
 
@@ -58,6 +58,21 @@ def test_the_mean_loss_is_the_part_of_the_error_each_channels_image_mean_carries
     # the plain loss already holds it once: a pixel's squared error is its mean's plus its deviation's
     plain = ((offset + pattern) ** 2).mean(dim=(1, 2, 3))
     assert torch.allclose(plain, error + (pattern ** 2).mean(dim=(1, 2, 3)), atol=1e-5)
+
+
+def test_mean_loss_from_counts_only_the_samples_at_or_above_that_timestep():
+    """--mean-loss-from T: a sample below T adds nothing, one at or above T its weighted error."""
+    target = torch.zeros(3, 4, 8, 8)
+    pred = torch.ones(3, 4, 8, 8) * torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1)   # errors 1, 4, 9
+    weights = torch.tensor([1.0, 0.5, 2.0])
+    t = torch.tensor([599, 600, 999])
+    assert mean_loss(pred, target, weights, t, 600).item() == pytest.approx((0 + 4 * 0.5 + 9 * 2.0) / 3)
+    assert mean_loss(pred, target, weights, t, 0).item() == pytest.approx((1 + 4 * 0.5 + 9 * 2.0) / 3)
+    assert mean_loss(pred, target, weights, t, 1000).item() == 0.0
+    # the mask stops the gradient too: a sample below T gets none
+    pred.requires_grad_(True)
+    mean_loss(pred, target, weights, t, 600).backward()
+    assert pred.grad[0].abs().max().item() == 0.0 and pred.grad[1].abs().min().item() > 0
 
 
 def test_vae_reuse_needs_the_same_vae_recipe_and_keeps_its_time(tmp_path):

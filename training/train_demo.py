@@ -191,6 +191,14 @@ def channel_mean_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return ((pred - target).mean(dim=(2, 3)) ** 2).mean(dim=1)
 
 
+def mean_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, t: torch.Tensor,
+              from_t: int) -> torch.Tensor:
+    """--mean-loss-weight's term: channel_mean_error with the plain loss's per-sample weights,
+    counted only for the samples at t >= from_t (0: all), averaged over the whole batch."""
+    high = (t >= from_t).to(pred.dtype)   # where the caption alone decides the means
+    return (channel_mean_error(pred, target) * weights * high).mean()
+
+
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -356,8 +364,7 @@ def unet_step(unet, text_encoder, tokenizer, vae, x, captions, gen, alphas, args
         side["padding"] = padding_loss(encoded.last_hidden_state, ids, quiet, eot)
         loss = loss + args.padding_weight * side["padding"]
     if args.mean_loss_weight > 0:
-        high = (t >= args.mean_loss_from).float()   # where the caption alone decides the means
-        side["mean"] = (channel_mean_error(pred, target) * weights * high).mean()
+        side["mean"] = mean_loss(pred, target, weights, t, args.mean_loss_from)
         loss = loss + args.mean_loss_weight * side["mean"]
     return loss, per.mean(), side
 
