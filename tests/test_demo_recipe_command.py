@@ -86,3 +86,22 @@ def test_the_recipes_from_nothing_start_from_no_file_and_run_their_documented_co
     second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / f"{first_run}.safetensors", [])
     assert _comparable(first) == _comparable(_documented_command(first_run))
     assert _comparable(second) == _comparable(_documented_command(f"{first_run}-finetune"))
+
+
+def test_the_reused_vae_recipe_is_demo16s_unet_phase_without_its_grounding_then_the_fine_tune(tmp_path):
+    from training.recipe import RECIPES, SHIPPED_FILE, stage_argv
+
+    first_stage, finetune = RECIPES["reused-vae"]
+    first = _comparable(stage_argv(first_stage, tmp_path, tmp_path / "a.safetensors", None, []))
+    demo16 = _comparable(stage_argv(RECIPES["shipped"][0], tmp_path, tmp_path / "a.safetensors", None, []))
+    # the U-Net phase is step for step demo16's (a run without --grounding-steps stops where its
+    # grounding phase would begin: tests/test_demo_training_recipe.py), on the shipped file's VAE
+    grounding = {"grounding_weight", "ground_background", "ground_shape_nouns", "grounding_steps"}
+    assert {k: v for k, v in first.items() if k not in grounding} == \
+        {k: v for k, v in demo16.items() if k not in grounding}
+    assert first["grounding_steps"] == 0 and first["grounding_weight"] == 0
+    assert first["vae_from"] == str(SHIPPED_FILE.resolve())
+    second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / "demo28.safetensors", [])
+    assert _comparable(stage_argv(first_stage, tmp_path, tmp_path / "a.safetensors", None, [])) == \
+        _comparable(_documented_command("demo28"))
+    assert _comparable(second) == _comparable(_documented_command("demo28-finetune"))

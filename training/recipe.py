@@ -62,6 +62,20 @@ RECIPES = {
         Stage("demo26-finetune", DEMO21_FINETUNE,
             "demo21's 400-step fine-tune of the file before"),
     ),
+    # The next run for the budget (not run yet, 2026-12-07): demo26's two stages on the shipped
+    # file's VAE instead of seed 1's. Its first stage is run demo14's command (73.9 min on the bf16
+    # machine: shape 74%, background 100%), and demo26 showed that demo21's fine-tune straight after
+    # the U-Net phase, without demo16's 600-step grounding phase, lifts colour by 8 points and
+    # shape by 4.5. Measured stage times add to 82.6 min, 89.3 with the shipped VAE's own 6.7 min
+    # (run demo4); docs/demo-model.md, "The next run".
+    "reused-vae": (
+        Stage("demo28", (
+            "--seed", "1", "--vae-from", str(SHIPPED_FILE),
+            "--padding-weight", "0.02", "--padding-target", "colourless"),
+            "3,600 U-Net + text encoder steps with the colourless padding on the shipped file's VAE (demo14's command)"),
+        Stage("demo28-finetune", DEMO21_FINETUNE,
+            "demo21's 400-step fine-tune of the file before"),
+    ),
     # The shipped recipe cut to fit 90 minutes from nothing on 2 cores (run demo25, rejected: 83.4 min,
     # but shape 57% and background 55%; docs/demo-model.md): its own VAE
     # instead of the shipped file's, 2,800 U-Net steps instead of 3,600, a 300-step grounding
