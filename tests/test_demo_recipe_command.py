@@ -102,6 +102,5 @@ def test_the_reused_vae_recipe_is_demo16s_unet_phase_without_its_grounding_then_
     assert first["grounding_steps"] == 0 and first["grounding_weight"] == 0
     assert first["vae_from"] == str(SHIPPED_FILE.resolve())
     second = stage_argv(finetune, tmp_path, tmp_path / "b.safetensors", REPO / "demo28.safetensors", [])
-    assert _comparable(stage_argv(first_stage, tmp_path, tmp_path / "a.safetensors", None, [])) == \
-        _comparable(_documented_command("demo28"))
+    assert first == _comparable(_documented_command("demo28"))
     assert _comparable(second) == _comparable(_documented_command("demo28-finetune"))

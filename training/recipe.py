@@ -39,11 +39,14 @@ DEMO21_FINETUNE = (
     "--padding-weight", "0.02", "--padding-target", "colourless",
     "--grounding-weight", "0.05", "--grounding-mode", "exclusive")
 
+# run demo14's command: the U-Net phase of seed 1 on the shipped file's VAE (run demo4's, bit for
+# bit), with the colourless padding; demo16 is this plus a grounding phase
+DEMO14 = ("--seed", "1", "--vae-from", str(SHIPPED_FILE), "--padding-weight", "0.02", "--padding-target", "colourless")
+
 RECIPES = {
     "shipped": (
         Stage("demo16", (
-            "--seed", "1", "--vae-from", str(SHIPPED_FILE),   # the shipped file's VAE is run demo4's, bit for bit
-            "--padding-weight", "0.02", "--padding-target", "colourless",
+            *DEMO14,
             "--grounding-weight", "0.02", "--ground-background", "--no-ground-shape-nouns",
             "--grounding-steps", "600"),
             "3,600 U-Net + text encoder steps, then 600 with the colour and background words grounded"),
@@ -69,9 +72,7 @@ RECIPES = {
     # shape by 4.5. Measured stage times add to 82.6 min, 89.3 with the shipped VAE's own 6.7 min
     # (run demo4); docs/demo-model.md, "The next run".
     "reused-vae": (
-        Stage("demo28", (
-            "--seed", "1", "--vae-from", str(SHIPPED_FILE),
-            "--padding-weight", "0.02", "--padding-target", "colourless"),
+        Stage("demo28", DEMO14,
             "3,600 U-Net + text encoder steps with the colourless padding on the shipped file's VAE (demo14's command)"),
         Stage("demo28-finetune", DEMO21_FINETUNE,
             "demo21's 400-step fine-tune of the file before"),
