@@ -65,12 +65,11 @@ RECIPES = {
         Stage("demo26-finetune", DEMO21_FINETUNE,
             "demo21's 400-step fine-tune of the file before"),
     ),
-    # The next run for the budget (not run yet, 2026-12-07): demo26's two stages on the shipped
-    # file's VAE instead of seed 1's. Its first stage is run demo14's command (73.9 min on the bf16
-    # machine: shape 74%, background 100%), and demo26 showed that demo21's fine-tune straight after
-    # the U-Net phase, without demo16's 600-step grounding phase, lifts colour by 8 points and
-    # shape by 4.5. Measured stage times add to 82.6 min, 89.3 with the shipped VAE's own 6.7 min
-    # (run demo4); docs/demo-model.md, "The next run".
+    # demo26's two stages on the shipped file's VAE instead of seed 1's (run demo28, 2026-12-08,
+    # rejected: 85.3 min, 92.0 with the VAE's 6.7; colour 87.8%, shape 74.1%, position 97.6%,
+    # background 95.7%). Its first stage is run demo14's command, and it scored what demo14 did;
+    # the fine-tune on that base lifts colour 1.8 points and shape not at all, so demo16's
+    # grounding phase is what the fine-tune's shape gain needs (docs/demo-model.md, run demo28).
     "reused-vae": (
         Stage("demo28", DEMO14,
             "3,600 U-Net + text encoder steps with the colourless padding on the shipped file's VAE (demo14's command)"),
