@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from benchmarks.timing import sample_seconds
+
 MODES = ("eager", "blocks")
 
 
@@ -63,11 +65,7 @@ def measure(mode: str, batch: int, steps: int, bf16: bool) -> dict:
     started = time.perf_counter()
     loss, grad_sum = training_pass(unet, latents, timesteps, states, bf16)
     first = time.perf_counter() - started
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        training_pass(unet, latents, timesteps, states, bf16)
-        times.append(time.perf_counter() - started)
+    times = sample_seconds(lambda: training_pass(unet, latents, timesteps, states, bf16), steps)
     return {"mode": mode, "batch": batch, "bf16": bf16, "first_step_s": round(first, 2),
             "median_step_s": round(statistics.median(times), 3), "min_step_s": round(min(times), 3),
             "loss": loss, "text_state_grad_abs_sum": grad_sum}

@@ -5,15 +5,20 @@ import statistics
 import time
 
 
-def median_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
+def sample_seconds(fn, repeats: int) -> list[float]:
+    """The wall time of each of `repeats` calls of fn, in order."""
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(sample_seconds(fn, repeats))
 
 
 def interleaved_medians(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
